@@ -1,0 +1,71 @@
+"""Splitting cells into equally sized batches exactly as the reference does (REFERENCE §3)."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+
+def reference_batch_indices(n_cells: int, batch_num: int) -> list[np.ndarray]:
+    """Batch membership identical to the reference's for the same ``n_cells`` and ``batch_num``.
+
+    The reference seeds Python's ``random`` with 123, draws ``batch_num - left`` filler
+    cells with replacement, shuffles all cells and cuts them into chunks. Every batch gets
+    the same size (the fusion network's width depends on it), so some cells appear twice.
+
+    Args:
+      n_cells: number of cells N.
+      batch_num: number of batches.
+
+    Returns:
+      ``batch_num`` int64 arrays of cell indices, all of one length.
+
+    Raises:
+      ValueError: when ``batch_num`` is not in ``[1, n_cells]``, or when the reference's
+        second splitting rule (used when ``N % batch_num >= N // batch_num``) would leave
+        some cells out of every batch.
+    """
+    if not isinstance(batch_num, (int, np.integer)) or isinstance(batch_num, bool):
+        raise ValueError(f"batch_num must be an integer, got {batch_num!r}")
+    if batch_num < 1 or batch_num > n_cells:
+        raise ValueError(
+            f"batch_num={batch_num} is impossible for {n_cells} cells: choose 1 <= batch_num <= {n_cells}")
+    rng = random.Random(123)
+    size = n_cells // batch_num
+    left = n_cells % batch_num
+    fillers = rng.choices(range(n_cells), k=batch_num - left)
+    cells = list(range(n_cells))
+    rng.shuffle(cells)
+    if left < size:
+        chunks = [cells[i:i + size] for i in range(0, n_cells, size)]
+    else:
+        size2 = n_cells // (batch_num + 1)
+        chunks = [cells[i * size2:(i + 1) * size2] for i in range(batch_num)]
+        chunks.append(cells[batch_num * size2:])
+    if left > 0:
+        leftovers = chunks[-1]
+        chunks = chunks[:-1]
+        for i in range(left):
+            chunks[i].append(leftovers[i])
+        for i, cell in enumerate(fillers):
+            chunks[i + left].append(cell)
+    batches = [np.asarray(c, dtype=np.int64) for c in chunks]
+    covered = np.zeros(n_cells, bool)
+    for b in batches:
+        covered[b] = True
+    if not covered.all():
+        raise ValueError(
+            f"batch_num={batch_num} with {n_cells} cells hits the reference's second splitting rule "
+            f"and would leave {int((~covered).sum())} cells out of every batch; choose a smaller "
+            f"batch_num (batches of more than batch_num cells, i.e. batch_num <= {int(np.sqrt(n_cells))})")
+    return batches
+
+
+def first_occurrence(batches: list[np.ndarray], n_cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each cell, the (batch, row) of its first occurrence in the flattened batch order."""
+    flat = np.concatenate(batches)
+    cells, pos = np.unique(flat, return_index=True)
+    if cells.size != n_cells:
+        raise ValueError("the batches do not cover every cell")
+    size = batches[0].size
+    return pos // size, pos % size

@@ -1,0 +1,170 @@
+"""Training losses (REFERENCE §5), memory-lean.
+
+The reconstruction loss ``mean_v BCEWithLogits(z_v z_vᵀ, A_v, pos_weight)`` is split into
+a dense part over all B² pairs, ``Σ softplus(x_ij)``, and a correction over the edges of
+``A_v``, ``Σ_{(i,j)∈A_v} (pos_weight − 1)·softplus(−x_ij) − x_ij``. The dense part runs in
+row blocks and returns its gradient from the same pass (custom VJP), so no B×B array is
+ever materialised; the edge part uses padded neighbour lists, so its gradient needs
+gathers only (``A_v`` is symmetric, which makes both gradients ``2 Σ_j f'(x_ij) z_j``).
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+MIM_EPS = 1e-6
+
+
+def _softplus_and_sigmoid(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``softplus(x)`` and ``sigmoid(x)`` sharing one ``exp(-|x|)``."""
+    e = jnp.exp(-jnp.abs(x))
+    softplus = jnp.maximum(x, 0.0) + jnp.log1p(e)
+    sigmoid = jnp.where(x >= 0, 1.0, e) / (1.0 + e)
+    return softplus, sigmoid
+
+
+def _matmul(a: jax.Array, b: jax.Array, dtype) -> jax.Array:
+    precision = jax.lax.Precision.HIGHEST if dtype == jnp.float32 else None
+    return jnp.dot(a.astype(dtype), b.astype(dtype), precision=precision,
+                   preferred_element_type=jnp.float32)
+
+
+def _dense_softplus_value_and_grad(z: jax.Array, block: int, dtype) -> tuple[jax.Array, jax.Array]:
+    n, d = z.shape
+    block = min(block, n)
+    n_blocks = -(-n // block)
+    z_rows = jnp.pad(z, ((0, n_blocks * block - n), (0, 0)))
+    row_ids = jnp.arange(block)
+
+    def one_block(total, b):
+        zb = jax.lax.dynamic_slice_in_dim(z_rows, b * block, block)
+        x = _matmul(zb, z.T, dtype)
+        softplus, sigmoid = _softplus_and_sigmoid(x)
+        valid = (b * block + row_ids) < n
+        total = total + jnp.sum(jnp.where(valid[:, None], softplus, 0.0))
+        return total, _matmul(sigmoid, z, dtype)
+
+    total, grads = jax.lax.scan(one_block, jnp.zeros((), jnp.float32), jnp.arange(n_blocks))
+    return total, 2.0 * grads.reshape(-1, d)[:n]
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def dense_softplus_sum(z: jax.Array, block: int = 1024, dtype=jnp.float32) -> jax.Array:
+    """``Σ_ij softplus(z_i · z_j)`` over all B² pairs, in row blocks of ``block`` rows.
+
+    Args:
+      z: (B, d) float32.
+      block: rows per block; working memory is O(block · B).
+      dtype: matmul operand dtype (bf16 or fp32); accumulation is always fp32.
+
+    Returns:
+      fp32 scalar.
+    """
+    return _dense_softplus_value_and_grad(z, block, dtype)[0]
+
+
+def _dense_fwd(z, block, dtype):
+    return _dense_softplus_value_and_grad(z, block, dtype)
+
+
+def _dense_bwd(block, dtype, grad, cotangent):
+    return (cotangent * grad,)
+
+
+dense_softplus_sum.defvjp(_dense_fwd, _dense_bwd)
+
+
+def _edge_value_and_grad(z, neighbours, mask, pos_weight):
+    zn = z[neighbours]  # (B, D, d)
+    x = jnp.einsum("bd,bkd->bk", z, zn, precision=jax.lax.Precision.HIGHEST)
+    softplus_neg, sigmoid_neg = _softplus_and_sigmoid(-x)
+    value = jnp.sum(mask * ((pos_weight - 1.0) * softplus_neg - x))
+    slope = mask * (-(pos_weight - 1.0) * sigmoid_neg - 1.0)
+    grad = 2.0 * jnp.einsum("bk,bkd->bd", slope, zn, precision=jax.lax.Precision.HIGHEST)
+    return value, grad
+
+
+@jax.custom_vjp
+def edge_correction_sum(z: jax.Array, neighbours: jax.Array, mask: jax.Array,
+                        pos_weight: jax.Array) -> jax.Array:
+    """``Σ_{(i,j)∈A} (pos_weight − 1)·softplus(−z_i·z_j) − z_i·z_j`` for a symmetric ``A``.
+
+    Args:
+      z: (B, d) float32.
+      neighbours: (B, D) int32 padded adjacency lists of ``A``.
+      mask: (B, D) float32, 1 for real entries.
+      pos_weight: scalar.
+
+    Returns:
+      fp32 scalar. Its gradient assumes ``A`` symmetric (every kNN view graph is).
+    """
+    return _edge_value_and_grad(z, neighbours, mask, pos_weight)[0]
+
+
+def _edge_fwd(z, neighbours, mask, pos_weight):
+    return _edge_value_and_grad(z, neighbours, mask, pos_weight)
+
+
+def _edge_bwd(grad, cotangent):
+    return cotangent * grad, None, None, None
+
+
+edge_correction_sum.defvjp(_edge_fwd, _edge_bwd)
+
+
+def reconstruction_loss(decoder_inputs: Sequence[jax.Array], neighbours: Sequence[jax.Array],
+                        masks: Sequence[jax.Array], pos_weight: jax.Array, *,
+                        shared_inputs: bool = False, block: int = 1024,
+                        dtype=jnp.float32) -> jax.Array:
+    """``mean_v BCEWithLogits(z_v z_vᵀ, A_v, pos_weight)``, each a mean over B².
+
+    Args:
+      decoder_inputs: V arrays (B, d), ``dropout_v(z)``.
+      neighbours, masks: per view, the padded adjacency lists of ``A_v``.
+      pos_weight: scalar weight of the positive class.
+      shared_inputs: all decoder inputs are the same array (dropout off): the dense part is
+        computed once.
+      block: rows per block of the dense part.
+      dtype: operand dtype of the dense part's matmuls.
+
+    Returns:
+      fp32 scalar.
+    """
+    n = decoder_inputs[0].shape[0]
+    n_views = len(decoder_inputs)
+    if shared_inputs:
+        dense = n_views * dense_softplus_sum(decoder_inputs[0], block, dtype)
+    else:
+        dense = sum(dense_softplus_sum(zv, block, dtype) for zv in decoder_inputs)
+    edges = sum(edge_correction_sum(zv, nb, m, pos_weight)
+                for zv, nb, m in zip(decoder_inputs, neighbours, masks))
+    return (dense + edges) / (n_views * float(n) * float(n))
+
+
+def mutual_info_loss(discriminator: Callable[[jax.Array, jax.Array], jax.Array], z: jax.Array,
+                     mik: jax.Array, negatives: jax.Array) -> jax.Array:
+    """``Σ_c −mean_i[log(D(z_i, z_mik[i,c]) + ε) + log(1 − D(z_i, z_neg[c,i]) + ε)]``, ε = 1e-6.
+
+    Args:
+      discriminator: maps (left, right) pairs to logits; ``D = sigmoid(logit)``.
+      z: (B, d) embedding.
+      mik: (B, C) partner index of each term.
+      negatives: (C, B) one random permutation of the rows per term.
+
+    Returns:
+      fp32 scalar.
+    """
+    left = jnp.broadcast_to(z[None], (mik.shape[1],) + z.shape)
+    d_pos = jax.nn.sigmoid(discriminator(left, z[mik.T]))
+    d_neg = jax.nn.sigmoid(discriminator(left, z[negatives]))
+    per_term = jnp.log(d_pos + MIM_EPS) + jnp.log(1.0 - d_neg + MIM_EPS)
+    return -jnp.sum(jnp.mean(per_term, axis=1))
+
+
+def sample_negatives(key: jax.Array, n_terms: int, n_nodes: int) -> jax.Array:
+    """``n_terms`` independent uniform random permutations of ``range(n_nodes)`` (int32)."""
+    bits = jax.random.bits(key, (n_terms, n_nodes), jnp.uint32)
+    return jnp.argsort(bits, axis=1).astype(jnp.int32)
