@@ -1,0 +1,129 @@
+import anndata as ad
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import scniche_jax as sj
+from scniche_jax.datasets import synthetic
+
+
+@pytest.fixture(scope="module")
+def small():
+    a = synthetic(300, n_niches=4, n_cell_types=6, n_genes=20, seed=0)
+    sj.pp.cal_spatial_neighbors(a, "Cell_type", k_cutoff=10, verbose=False)
+    sj.pp.cal_spatial_exp(a, is_pca=True, n_comps=8, k_cutoff=10, verbose=False)
+    return a
+
+
+def test_fit_full_graph_writes_only_the_embedding(small):
+    a = small.copy()
+    before_uns, before_obsm, before_obs = set(a.uns), set(a.obsm), list(a.obs.columns)
+    model = sj.fit(a, epochs=5, k_graph=10, progress=False)
+    assert set(a.uns) == before_uns and list(a.obs.columns) == before_obs
+    assert set(a.obsm) == before_obsm | {"X_scniche"}
+    z = a.obsm["X_scniche"]
+    assert z.shape == (300, 10) and z.dtype == np.float32 and np.all(np.isfinite(z))
+    hist = model.history["loss"]
+    assert len(hist["total"]) == 5
+    np.testing.assert_allclose(hist["total"], np.add(np.add(hist["gre"], hist["rec"]), hist["mim"]), rtol=1e-5)
+    np.testing.assert_allclose(model.embed(a), z, rtol=1e-5, atol=1e-6)
+    a.copy()
+    assert model.config.batch_size == 300
+
+
+def test_fit_is_reproducible_for_a_seed(small):
+    a, b = small.copy(), small.copy()
+    sj.fit(a, epochs=3, k_graph=10, progress=False, seed=3)
+    sj.fit(b, epochs=3, k_graph=10, progress=False, seed=3)
+    np.testing.assert_array_equal(a.obsm["X_scniche"], b.obsm["X_scniche"])
+
+
+def test_fit_batch_mode(small):
+    a = small.copy()
+    model = sj.fit(a, epochs=3, k_graph=10, batch_num=3, progress=False, precision="fp32")
+    assert model.config.batch_size == 100
+    assert a.obsm["X_scniche"].shape == (300, 10)
+    np.testing.assert_allclose(model.embed(a), a.obsm["X_scniche"], rtol=1e-5, atol=1e-6)
+    b = small.copy()
+    model = sj.fit(b, epochs=2, k_graph=10, batch_num=7, progress=False)  # 300 % 7 != 0
+    assert model.config.batch_size == 300 // 7 + 1
+    assert np.all(np.isfinite(b.obsm["X_scniche"]))
+
+
+def test_training_lowers_the_loss(small):
+    a = small.copy()
+    model = sj.fit(a, epochs=30, k_graph=10, progress=False, dropout=0.0)
+    loss = model.history["loss"]["total"]
+    assert loss[-1] < loss[0]
+
+
+def test_reference_dropout_embedding_is_random(small):
+    a = small.copy()
+    model = sj.fit(a, epochs=2, k_graph=10, progress=False, deterministic_embedding=False)
+    assert not np.allclose(model.embed(a, seed=1), model.embed(a, seed=2))
+
+
+def test_int_float64_and_sparse_views_are_accepted(small):
+    a = small.copy()
+    a.obsm["X_cn"] = a.obsm["X_cn"].astype(np.int64)
+    a.obsm["X_sparse"] = sp.csr_matrix(a.obsm["X_data"].astype(np.float64))
+    sj.fit(a, views=["X_cn", "X_sparse"], epochs=2, k_graph=10, progress=False)
+    assert a.obsm["X_scniche"].shape == (300, 10)
+
+
+def _bad(a, **kw):
+    args = dict(epochs=1, k_graph=10, progress=False)
+    args.update(kw)
+    return sj.fit(a, **args)
+
+
+@pytest.mark.parametrize("mutate,kwargs,match", [
+    (None, {"views": ["X_missing"]}, "no 'X_missing'.*available obsm keys.*X_cn_norm"),
+    (lambda a: a.obsm["X_data"].__setitem__((5, 2), np.nan), {}, "X_data.*NaN/inf"),
+    (lambda a: a.obsm["X_data"].__setitem__((5, 2), np.inf), {}, "NaN/inf"),
+    (None, {"k_graph": 400}, "too small for k_graph=400"),
+    (None, {"batch_num": 0}, "batch_num"),
+    (None, {"batch_num": 100}, "batch_num <= "),
+    (None, {"batch_num": 301}, "batch_num"),
+    (None, {"precision": "fp16"}, "precision"),
+    (None, {"mik": 30}, "mik=30"),
+    (lambda a: a.obsm.__setitem__("X_data", np.zeros((a.n_obs, 2, 2))), {}, "2-D"),
+    (lambda a: a.obsm.__setitem__("X_data", a.obsm["X_data"].astype(str)), {}, "numeric"),
+])
+def test_bad_input_raises_before_work_and_leaves_adata_untouched(small, mutate, kwargs, match):
+    a = small.copy()
+    if mutate is not None:
+        mutate(a)
+    keys = set(a.obsm)
+    with pytest.raises(ValueError, match=match):
+        _bad(a, **kwargs)
+    assert set(a.obsm) == keys and "X_scniche" not in a.obsm
+
+
+def test_duplicate_obs_names_refused(small):
+    a = small.copy()
+    a.obs_names = ["same"] * a.n_obs
+    with pytest.raises(ValueError, match="obs_names_make_unique"):
+        _bad(a)
+
+
+def test_clustering_labels(small):
+    a = small.copy()
+    sj.fit(a, epochs=2, k_graph=10, progress=False)
+    sj.tl.clustering(a, 4)
+    cat = a.obs["scNiche"]
+    assert list(cat.cat.categories) == [f"Niche{i}" for i in range(4)] and cat.cat.ordered
+    with pytest.raises(ValueError, match="no 'X_other'"):
+        sj.tl.clustering(a, 4, use_rep="X_other")
+    with pytest.raises(ValueError, match="target_k"):
+        sj.tl.clustering(a, None)
+    with pytest.raises(ValueError, match="method"):
+        sj.tl.clustering(a, 4, method="dbscan")
+
+
+def test_write_h5ad_after_fit(small, tmp_path):
+    a = small.copy()
+    sj.fit(a, epochs=1, k_graph=10, progress=False)
+    path = tmp_path / "out.h5ad"
+    a.write_h5ad(path)
+    assert ad.read_h5ad(path).obsm["X_scniche"].shape == (300, 10)

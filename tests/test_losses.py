@@ -1,0 +1,115 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from scniche_jax.graphs import neighbour_lists, symmetric_knn_adjacency
+from scniche_jax.losses import (MIM_EPS, dense_softplus_sum, edge_correction_sum, mutual_info_loss,
+                                reconstruction_loss, sample_negatives)
+
+
+def _symmetric_graph(n, k, seed):
+    rng = np.random.default_rng(seed)
+    idx = np.concatenate([np.arange(n)[:, None], rng.integers(0, n, size=(n, k))], axis=1)
+    adj = symmetric_knn_adjacency(idx).tocoo()
+    return adj, adj.row.astype(np.int32), adj.col.astype(np.int32)
+
+
+def _torch_bce_with_logits(x, y, pos_weight):
+    """PyTorch BCEWithLogitsLoss(pos_weight) elementwise, written from its documented formula."""
+    log_sig = -np.logaddexp(0, -x)
+    log_one_minus = -np.logaddexp(0, x)
+    return -(pos_weight * y * log_sig + (1 - y) * log_one_minus)
+
+
+@pytest.mark.parametrize("n,block", [(37, 8), (64, 64), (50, 1024)])
+def test_dense_softplus_sum_value_and_grad(n, block):
+    z = jax.random.normal(jax.random.key(n), (n, 6)) * 0.7
+    naive = lambda z: jnp.sum(jax.nn.softplus(z @ z.T))
+    value, grad = jax.value_and_grad(lambda z: dense_softplus_sum(z, block, jnp.float32))(z)
+    np.testing.assert_allclose(value, naive(z), rtol=1e-6)
+    np.testing.assert_allclose(grad, jax.grad(naive)(z), rtol=1e-5, atol=1e-6)
+
+
+def test_dense_softplus_sum_bf16_is_close():
+    z = jax.random.normal(jax.random.key(0), (300, 10)) * 0.3
+    exact = dense_softplus_sum(z, 64, jnp.float32)
+    approx = dense_softplus_sum(z, 64, jnp.bfloat16)
+    assert abs(float(approx - exact)) <= 2e-3 * abs(float(exact))
+
+
+def test_edge_correction_matches_dense_formula():
+    n = 40
+    adj, s, r = _symmetric_graph(n, 4, 0)
+    nbr, mask = neighbour_lists(s, r, n)
+    z = jax.random.normal(jax.random.key(1), (n, 5)) * 0.8
+    a = jnp.asarray(adj.toarray())
+    pw = jnp.float32(3.7)
+
+    def naive(z):
+        x = z @ z.T
+        return jnp.sum(a * ((pw - 1) * jax.nn.softplus(-x) - x))
+
+    value, grad = jax.value_and_grad(lambda z: edge_correction_sum(z, nbr, mask, pw))(z)
+    np.testing.assert_allclose(value, naive(z), rtol=1e-5)
+    np.testing.assert_allclose(grad, jax.grad(naive)(z), rtol=1e-4, atol=1e-5)
+
+
+def test_reconstruction_loss_equals_bce_with_logits():
+    n, views = 30, 3
+    graphs = [_symmetric_graph(n, 3, seed) for seed in range(views)]
+    lists = [neighbour_lists(s, r, n) for _, s, r in graphs]
+    zs = [jax.random.normal(jax.random.key(v), (n, 4)) for v in range(views)]
+    pw = 2.5
+    got = reconstruction_loss(zs, [l[0] for l in lists], [l[1] for l in lists], jnp.float32(pw), block=7)
+    expected = np.mean([
+        _torch_bce_with_logits(np.asarray(z @ z.T, np.float64), adj.toarray(), pw).mean()
+        for z, (adj, _, _) in zip(zs, graphs)])
+    np.testing.assert_allclose(float(got), expected, rtol=1e-5)
+    shared = reconstruction_loss([zs[0]] * views, [l[0] for l in lists], [l[1] for l in lists],
+                                 jnp.float32(pw), shared_inputs=True)
+    separate = reconstruction_loss([zs[0]] * views, [l[0] for l in lists], [l[1] for l in lists], jnp.float32(pw))
+    np.testing.assert_allclose(float(shared), float(separate), rtol=1e-6)
+
+
+@pytest.mark.parametrize("logit,expected_pos,expected_neg", [
+    (1e4, np.log(1.0 + MIM_EPS), np.log(MIM_EPS)),      # D == 1 exactly in fp32
+    (-1e4, np.log(MIM_EPS), np.log(1.0 + MIM_EPS)),     # D == 0 exactly
+])
+def test_mim_epsilon_when_discriminator_saturates(logit, expected_pos, expected_neg):
+    n, c = 6, 2
+    z = jnp.ones((n, 3))
+    disc = lambda left, right: jnp.full(left.shape[:-1], logit, jnp.float32)
+    mik = jnp.zeros((n, c), jnp.int32)
+    neg = jnp.tile(jnp.arange(n, dtype=jnp.int32), (c, 1))
+    loss = mutual_info_loss(disc, z, mik, neg)
+    assert np.isfinite(float(loss))
+    np.testing.assert_allclose(float(loss), -c * (expected_pos + expected_neg), rtol=1e-6)
+    grad = jax.grad(lambda z: mutual_info_loss(disc, z, mik, neg))(z)
+    assert np.all(np.isfinite(np.asarray(grad)))
+
+
+def test_mim_matches_formula():
+    n, c, d = 12, 3, 4
+    rng = np.random.default_rng(0)
+    z = jnp.asarray(rng.normal(size=(n, d)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(2 * d,)), jnp.float32)
+    disc = lambda left, right: jnp.concatenate([left, right], -1) @ w
+    mik = jnp.asarray(rng.integers(0, n, size=(n, c)), jnp.int32)
+    neg = jnp.asarray(np.stack([rng.permutation(n) for _ in range(c)]), jnp.int32)
+    zn = np.asarray(z, np.float64)
+    sig = lambda x: 1 / (1 + np.exp(-x))
+    expected = 0.0
+    for t in range(c):
+        pos = sig(np.concatenate([zn, zn[np.asarray(mik[:, t])]], 1) @ np.asarray(w, np.float64))
+        ng = sig(np.concatenate([zn, zn[np.asarray(neg[t])]], 1) @ np.asarray(w, np.float64))
+        expected += -np.mean(np.log(pos + 1e-6) + np.log(1 - ng + 1e-6))
+    np.testing.assert_allclose(float(mutual_info_loss(disc, z, mik, neg)), expected, rtol=1e-5)
+
+
+def test_sample_negatives_are_permutations():
+    neg = np.asarray(sample_negatives(jax.random.key(0), 15, 257))
+    assert neg.shape == (15, 257) and neg.dtype == np.int32
+    for row in neg:
+        assert np.array_equal(np.sort(row), np.arange(257))
+    assert len({tuple(r) for r in neg}) == 15
