@@ -28,6 +28,15 @@ class ScnicheConfig:
       gre_semantics: report ``loss_gre`` with R (``'gpu'``) or R + Rᵀ (``'cpu'``, the
         reference on CPU); training is identical.
       block_size: rows per block of the B² loss and of the fusion network.
+      patience, min_delta, restore_best: loss early stopping (off with ``patience=None``);
+        with ``restore_best`` the embedding comes from the best-loss parameters.
+      lr_patience, lr_factor, min_lr: the LR plateau rule (PyTorch ``ReduceLROnPlateau``
+        semantics on the epoch loss); ``lr_patience=None`` keeps the LR fixed, like the
+        original ``Runner``.
+      ari_every, ari_k, ari_stop_threshold, ari_stop_patience: the ARI probe: every
+        ``ari_every`` epochs, KMeans with ``ari_k`` clusters on the embedding and its ARI
+        against the previous probe; stop after ``ari_stop_patience`` probes in a row at or
+        above ``ari_stop_threshold``.
     """
 
     views: tuple[str, ...] = DEFAULT_VIEWS
@@ -46,6 +55,16 @@ class ScnicheConfig:
     precision: str = "bf16"
     gre_semantics: str = "gpu"
     block_size: int = 1024
+    patience: Optional[int] = None
+    min_delta: float = 0.0
+    restore_best: bool = True
+    lr_patience: Optional[int] = 5
+    lr_factor: float = 0.5
+    min_lr: float = 1e-6
+    ari_every: Optional[int] = None
+    ari_k: int = 10
+    ari_stop_threshold: Optional[float] = None
+    ari_stop_patience: int = 2
 
     @property
     def latent_dim(self) -> int:

@@ -6,6 +6,7 @@ AnnData in, arrays to the graph builders and the jitted epoch, arrays back, and 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any, Optional, Sequence
 
 import anndata as ad
@@ -19,9 +20,9 @@ from .batching import first_occurrence, reference_batch_indices
 from .config import DEFAULT_VIEWS, ScnicheConfig
 from .consensus import build_consensus
 from .graphs import build_view_graph
+from .loop import empty_history, run_training
 from .model import GraphFusionNetwork
-from .train import (PRECISIONS, GraphBatch, StepSettings, assemble_batches, batch_at, embed_batches,
-                    init_state, train_epoch)
+from .train import PRECISIONS, GraphBatch, StepSettings, assemble_batches, batch_at, embed_batches, init_state
 
 log = logging.getLogger(__name__)
 
@@ -147,10 +148,6 @@ class Model:
         return _embedding(self.params, graph_batches, batches, adata.n_obs, c, key)
 
 
-def empty_history() -> dict[str, Any]:
-    return {"loss": {"total": [], "gre": [], "rec": [], "mim": []}, "lr": [], "ari": [], "early_stop": None}
-
-
 def _embedding(params, graph_batches: GraphBatch, batches, n_cells: int, config: ScnicheConfig,
                dropout_key) -> np.ndarray:
     if config.deterministic_embedding:
@@ -162,12 +159,38 @@ def _embedding(params, graph_batches: GraphBatch, batches, n_cells: int, config:
     return np.ascontiguousarray(z[which, row], dtype=np.float32)
 
 
+def _check_stopping(patience, min_delta, lr_patience, lr_factor, min_lr, lr, ari_every, ari_k,
+                    ari_stop_threshold, ari_stop_patience) -> None:
+    if patience is not None:
+        val.check_positive_int(patience, "patience")
+    if not (isinstance(min_delta, (int, float)) and min_delta >= 0):
+        raise ValueError(f"min_delta must be a number >= 0, got {min_delta!r}.")
+    if lr_patience is not None:
+        val.check_positive_int(lr_patience, "lr_patience", minimum=0)
+    if not (isinstance(lr_factor, (int, float)) and 0 < lr_factor < 1):
+        raise ValueError(f"lr_factor must lie in (0, 1), got {lr_factor!r}.")
+    if not (isinstance(min_lr, (int, float)) and 0 <= min_lr <= lr):
+        raise ValueError(f"min_lr must lie in [0, lr={lr}], got {min_lr!r}.")
+    if ari_every is not None:
+        val.check_positive_int(ari_every, "ari_every")
+    val.check_positive_int(ari_k, "ari_k", minimum=2)
+    if ari_stop_threshold is not None and not (isinstance(ari_stop_threshold, (int, float)) and
+                                               -1 <= ari_stop_threshold <= 1):
+        raise ValueError(f"ari_stop_threshold must lie in [-1, 1], got {ari_stop_threshold!r}.")
+    if ari_stop_threshold is not None and ari_every is None:
+        raise ValueError("ari_stop_threshold needs the ARI probe: set ari_every (e.g. ari_every=5).")
+    val.check_positive_int(ari_stop_patience, "ari_stop_patience")
+
+
 def fit(adata: ad.AnnData, *, views: Optional[Sequence[str]] = None,
         hidden_size_v: Sequence[int] = (10,), hidden_size: Sequence[int] = (32, 10),
         k_graph: int = 20, mik: int = 5, batch_num: Optional[int] = None, epochs: int = 100,
         lr: float = 0.01, seed: int = 0, precision: str = "bf16", progress: bool = True,
-        dropout: float = 0.1, deterministic_embedding: bool = True, gre_semantics: str = "gpu",
-        block_size: int = 1024, key_added: str = "X_scniche") -> Model:
+        patience: Optional[int] = None, min_delta: float = 0.0, restore_best: bool = True,
+        lr_patience: Optional[int] = 5, lr_factor: float = 0.5, min_lr: float = 1e-6,
+        ari_every: Optional[int] = None, ari_k: int = 10, ari_stop_threshold: Optional[float] = None,
+        ari_stop_patience: int = 2, dropout: float = 0.1, deterministic_embedding: bool = True,
+        gre_semantics: str = "gpu", block_size: int = 1024, key_added: str = "X_scniche") -> Model:
     """Trains scNiche on ``adata`` and writes the embedding to ``adata.obsm[key_added]``.
 
     Args:
@@ -179,11 +202,24 @@ def fit(adata: ad.AnnData, *, views: Optional[Sequence[str]] = None,
       mik: nearest neighbours per view used as positive pairs of the MI loss.
       batch_num: None trains on the full graph; an integer splits the cells into that many
         equal batches exactly as the reference does.
-      epochs: training epochs (one step per batch per epoch).
+      epochs: most training epochs (one step per batch per epoch).
       lr: Adam learning rate.
-      seed: seed of every random choice (initialisation, dropout, negatives).
+      seed: seed of every random choice (initialisation, dropout, negatives, probes).
       precision: ``'bf16'`` or ``'fp32'`` operands for the B² loss matmuls.
       progress: show a progress bar.
+      patience: stop when the epoch loss has not improved by more than ``min_delta`` for
+        this many epochs (None: never).
+      min_delta: the improvement that counts.
+      restore_best: embed with the best-loss parameters.
+      lr_patience: halve (``lr_factor``) the LR once the epoch loss stalls for more than this
+        many epochs, as PyTorch's ``ReduceLROnPlateau``; None keeps it fixed (the original
+        ``Runner``).
+      lr_factor, min_lr: the cut and the floor of the LR.
+      ari_every: probe every this many epochs: KMeans (``ari_k`` clusters) on the embedding
+        and the ARI against the previous probe (None: no probe).
+      ari_k: clusters of the probe.
+      ari_stop_threshold: stop once ``ari_stop_patience`` consecutive probes reach it.
+      ari_stop_patience: probes in a row needed.
       dropout: dropout rate while training (the reference's 0.1, always on).
       deterministic_embedding: compute the final embedding with dropout off (default); False
         reproduces the reference's random final embedding.
@@ -192,22 +228,29 @@ def fit(adata: ad.AnnData, *, views: Optional[Sequence[str]] = None,
       key_added: ``obsm`` key of the embedding.
 
     Returns:
-      The trained :class:`Model`. Nothing but ``adata.obsm[key_added]`` is written.
+      The trained :class:`Model`; its ``history`` holds losses, LRs, ARIs and why training
+      stopped. Nothing but ``adata.obsm[key_added]`` is written, also after Ctrl-C.
     """
     views = tuple(DEFAULT_VIEWS if views is None else ([views] if isinstance(views, str) else views))
     val.check_unique_obs_names(adata)
     batches, size = _check_settings(adata.n_obs, views, tuple(hidden_size_v), tuple(hidden_size), k_graph,
                                     mik, batch_num, epochs, lr, precision, dropout, gre_semantics, block_size)
-    features = view_features(adata, views)
+    _check_stopping(patience, min_delta, lr_patience, lr_factor, min_lr, lr, ari_every, ari_k,
+                    ari_stop_threshold, ari_stop_patience)
     if not isinstance(key_added, str) or not key_added:
         raise ValueError(f"key_added must be a non-empty string, got {key_added!r}.")
+    features = view_features(adata, views)
     config = ScnicheConfig(views=views, input_sizes=tuple(f.shape[1] for f in features),
                            hidden_size_v=tuple(int(h) for h in hidden_size_v),
                            hidden_size=tuple(int(h) for h in hidden_size), k_graph=int(k_graph),
                            mik=int(mik), batch_num=None if batch_num is None else int(batch_num),
                            batch_size=int(size), epochs=int(epochs), lr=float(lr), seed=int(seed),
                            dropout=float(dropout), deterministic_embedding=bool(deterministic_embedding),
-                           precision=precision, gre_semantics=gre_semantics, block_size=int(block_size))
+                           precision=precision, gre_semantics=gre_semantics, block_size=int(block_size),
+                           patience=patience, min_delta=float(min_delta), restore_best=bool(restore_best),
+                           lr_patience=lr_patience, lr_factor=float(lr_factor), min_lr=float(min_lr),
+                           ari_every=ari_every, ari_k=int(ari_k), ari_stop_threshold=ari_stop_threshold,
+                           ari_stop_patience=int(ari_stop_patience))
     settings = step_settings(config)
     key = jax.random.key(seed)
     k_init, k_gfn, k_train, k_embed = jax.random.split(key, 4)
@@ -215,18 +258,10 @@ def fit(adata: ad.AnnData, *, views: Optional[Sequence[str]] = None,
 
     graph_batches = build_batches(features, batches, gfn_params, config, progress)
     state = init_state(k_init, batch_at(graph_batches, 0), settings)
-    history = empty_history()
-    bar = tqdm(range(epochs), desc="scNiche", disable=not progress)
-    for epoch in bar:
-        state, losses = train_epoch(state, graph_batches, jax.random.fold_in(k_train, epoch), settings)
-        epoch_losses = {name: float(np.sum(np.asarray(getattr(losses, name)))) for name in ("total", "gre", "rec", "mim")}
-        for name, value in epoch_losses.items():
-            history["loss"][name].append(value)
-        history["lr"].append(float(config.lr * state.lr_scale))
-        bar.set_postfix(loss=f"{epoch_losses['total']:.4f}")
-    history["early_stop"] = {"best_epoch": None, "best_loss": None, "stopped_epoch": epochs,
-                             "stopped_by": "epochs", "restored_best": False}
-    params = jax.device_get(state.params)
-    model = Model(config, params, jax.device_get(gfn_params), jax.device_get(state.discriminator), history)
-    adata.obsm[key_added] = _embedding(state.params, graph_batches, batches, adata.n_obs, config, k_embed)
+    probe = lambda params: _embedding(params, graph_batches, batches, adata.n_obs,
+                                      replace(config, deterministic_embedding=True), None)
+    state, final_params, history = run_training(state, graph_batches, settings, config, k_train, probe, progress)
+    model = Model(config, jax.device_get(final_params), jax.device_get(gfn_params),
+                  jax.device_get(state.discriminator), history)
+    adata.obsm[key_added] = _embedding(final_params, graph_batches, batches, adata.n_obs, config, k_embed)
     return model

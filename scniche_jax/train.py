@@ -203,7 +203,7 @@ def train_step(state: TrainState, batch: GraphBatch, key: jax.Array, settings: S
     return _random_step(state, batch, key, settings)
 
 
-@partial(jax.jit, static_argnames=("settings",), donate_argnames=("state",))
+@partial(jax.jit, static_argnames=("settings",))
 def train_epoch(state: TrainState, batches: GraphBatch, key: jax.Array, settings: StepSettings):
     """One epoch: a step per batch in a fixed order, as one compiled program.
 
