@@ -121,6 +121,16 @@ class Model:
         return (f"scniche_jax.Model(views={list(c.views)}, hidden_size={list(c.hidden_size)}, "
                 f"{mode} of {c.batch_size} cells, epochs run={len(self.history['loss']['total'])})")
 
+    def plot_history(self):
+        """A matplotlib figure of the loss components, the learning rate and the probe ARIs.
+
+        Returns:
+          ``matplotlib.figure.Figure`` (needs the ``plot`` extra: ``pip install 'scniche-jax[plot]'``).
+        """
+        from .plotting import history_figure
+
+        return history_figure(self.history)
+
     def embed(self, adata: ad.AnnData, *, seed: Optional[int] = None) -> np.ndarray:
         """The embedding of ``adata``'s cells (n_obs × latent_dim), computed anew.
 

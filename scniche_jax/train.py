@@ -24,6 +24,10 @@ from .model import MGAE, Discriminator
 from .optimizer import torch_adam
 
 PRECISIONS = ("bf16", "fp32")
+# Small matmuls (encoders, fusion, discriminator) run in true fp32 on every backend (GPUs
+# default to TF32); only the B² loss matmuls use the configured precision, set explicitly.
+def fp32_matmuls():
+    return jax.default_matmul_precision("highest")
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,11 @@ def loss_fn(params, discriminator, batch: GraphBatch, negatives: jax.Array,
     """
     deterministic = dropout_key is None or settings.dropout == 0.0
     rngs = None if deterministic else {"dropout": dropout_key}
+    with fp32_matmuls():
+        return _loss(params, discriminator, batch, negatives, deterministic, rngs, settings)
+
+
+def _loss(params, discriminator, batch, negatives, deterministic, rngs, settings):
     z, decoder_inputs = settings.mgae.apply({"params": params}, batch.views, batch.consensus,
                                             deterministic=deterministic, rngs=rngs)
     rec = reconstruction_loss(decoder_inputs, batch.neighbours, batch.neighbour_masks, batch.pos_weight,
@@ -234,4 +243,5 @@ def embed_batches(params, batches: GraphBatch, dropout_key: jax.Array | None, se
                                    deterministic=deterministic, rngs=rngs)
         return z
 
-    return jax.lax.map(one, jnp.arange(n_batches))
+    with fp32_matmuls():
+        return jax.lax.map(one, jnp.arange(n_batches))

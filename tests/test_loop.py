@@ -119,3 +119,15 @@ def test_bad_stopping_arguments(small):
         with pytest.raises(ValueError, match=match):
             _fit(a, epochs=2, **kw)
     assert "X_scniche" not in a.obsm
+
+
+def test_plot_history(small, monkeypatch, tmp_path):
+    pytest.importorskip("matplotlib")
+    model = _fit(small.copy(), epochs=6, ari_every=2, ari_k=3)
+    fig = model.plot_history()
+    assert len(fig.axes) == 3
+    fig.savefig(tmp_path / "history.png")
+    import sys
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ImportError, match="pip install 'scniche-jax\\[plot\\]'"):
+        model.plot_history()
