@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from golden import Golden, load_golden
+from golden import Golden, golden_path, load_golden
 from scniche_jax.consensus import build_consensus, consensus_from_fused, gfn_rows, view_adjacency_sum
 from scniche_jax.graphs import build_view_graph, view_graph_from_edges
 from scniche_jax.torch_format import (discriminator_params_from_state_dict, mgae_params_from_state_dict,
@@ -161,3 +161,24 @@ def test_consensus_edges_from_saved_fused_matrix(golden):
     assert np.array_equal(senders[:n], golden.arrays["consensus/edge_src"])
     assert np.array_equal(receivers[:n], golden.arrays["consensus/edge_dst"])
     assert np.array_equal(senders[n:], np.arange(golden.n_cells))
+
+
+def test_reference_model_pt_reproduces_the_fixture_embedding(golden):
+    """``reference_model_n256.pt`` (real ``torch.save``), read without torch, embeds the
+    fixture's inputs to the fixture's final z."""
+    from scniche_jax import Model
+
+    path = golden_path().with_name("reference_model_n256.pt")
+    if not path.exists():
+        pytest.skip(f"{path} is not beside the fixture")
+    model = Model.from_torch(path)
+    assert model.config.batch_size == golden.n_cells
+    assert list(model.config.views) == golden.views
+    views = _views(golden)
+    batches = assemble_batches([(views, build_consensus(model.gfn_params, views))])
+    settings = StepSettings(hidden_size_v=model.config.hidden_size_v, hidden_size=model.config.hidden_size,
+                            n_views=len(views), dropout=0.0, precision="fp32")
+    z = np.asarray(embed_batches(model.params, batches, None, settings)[0])
+    assert np.abs(z - golden.arrays["z_eval_after_fit"]).max() <= 1e-5
+    for key, value in golden.state_dict("final", "mgae").items():
+        assert np.array_equal(model.to_torch_dict()["model_state"][key], value), key

@@ -69,3 +69,25 @@ def first_occurrence(batches: list[np.ndarray], n_cells: int) -> tuple[np.ndarra
         raise ValueError("the batches do not cover every cell")
     size = batches[0].size
     return pos // size, pos % size
+
+
+def fixed_size_batches(n_cells: int, batch_size: int, seed: int = 0) -> list[np.ndarray]:
+    """Batches of exactly ``batch_size`` cells covering all ``n_cells`` (for embedding new data).
+
+    Cells are shuffled and cut into chunks; the last chunk is topped up with distinct
+    cells drawn from the others, so every batch fits the fusion network's width.
+
+    Raises:
+      ValueError: when ``n_cells < batch_size``.
+    """
+    if n_cells < batch_size:
+        raise ValueError(f"{n_cells} cells are fewer than the model's graph size of {batch_size} cells; "
+                         f"embed at least {batch_size} cells at once (e.g. concatenate slices).")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n_cells)
+    batches = [order[i:i + batch_size] for i in range(0, n_cells, batch_size)]
+    last = batches[-1]
+    if last.size < batch_size:
+        others = np.setdiff1d(np.arange(n_cells), last)
+        batches[-1] = np.concatenate([last, rng.choice(others, batch_size - last.size, replace=False)])
+    return batches

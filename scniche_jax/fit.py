@@ -1,4 +1,4 @@
-"""``scniche_jax.fit`` and the trained :class:`Model` (the AnnData edge of training).
+"""``scniche_jax.fit``: the AnnData edge of training.
 
 AnnData in, arrays to the graph builders and the jitted epoch, arrays back, and only
 ``adata.obsm[key_added]`` written.
@@ -7,166 +7,25 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import Any, Optional, Sequence
+from pathlib import Path
+from typing import Optional, Sequence
 
 import anndata as ad
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from . import validation as val
-from .batching import first_occurrence, reference_batch_indices
 from .config import DEFAULT_VIEWS, ScnicheConfig
-from .consensus import build_consensus
-from .graphs import build_view_graph
-from .loop import empty_history, run_training
+from .inputs import build_batches, check_settings, embedding, step_settings, view_features
+from .loop import run_training
 from .model import GraphFusionNetwork
-from .train import PRECISIONS, GraphBatch, StepSettings, assemble_batches, batch_at, embed_batches, init_state
+from .checkpoint import check_writable_dir, latest_step, restore_checkpoint, save_checkpoint, to_numpy_tree
+from .optimizer import TorchAdamState
+from .trained_model import Model, history_from_json
+from .train import batch_at, init_state
 
 log = logging.getLogger(__name__)
-
-
-def view_features(adata: ad.AnnData, views: Sequence[str]) -> list[np.ndarray]:
-    """The checked feature matrix of every view (dense, finite, one row per cell)."""
-    out = []
-    for key in views:
-        val.check_obsm_key(adata, key, "Run scniche_jax.pp.cal_spatial_neighbors / cal_spatial_exp "
-                                       "(or process_multi_slices) first, or pass views=[...].")
-        out.append(val.dense_float_matrix(adata.obsm[key], f"adata.obsm[{key!r}]", adata.n_obs))
-    return out
-
-
-def _check_settings(n_cells: int, views, hidden_size_v, hidden_size, k_graph, mik, batch_num, epochs,
-                    lr, precision, dropout, gre_semantics, block_size) -> tuple[list[np.ndarray], int]:
-    if len(views) == 0:
-        raise ValueError("views must name at least one adata.obsm key.")
-    if len(set(views)) != len(views):
-        raise ValueError(f"views must be distinct, got {list(views)}.")
-    for name, sizes in (("hidden_size_v", hidden_size_v), ("hidden_size", hidden_size)):
-        if len(sizes) == 0:
-            raise ValueError(f"{name} needs at least one layer width.")
-        for s in sizes:
-            val.check_positive_int(s, f"every entry of {name}")
-    k_graph = val.check_positive_int(k_graph, "k_graph")
-    mik = val.check_positive_int(mik, "mik")
-    if mik > k_graph + 1:
-        raise ValueError(f"mik={mik} exceeds the k_graph + 1 = {k_graph + 1} kNN columns; choose mik <= {k_graph + 1}.")
-    val.check_positive_int(epochs, "epochs")
-    if not (isinstance(lr, (int, float)) and np.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive number, got {lr!r}.")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
-    if not (0.0 <= dropout < 1.0):
-        raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}.")
-    if gre_semantics not in ("gpu", "cpu"):
-        raise ValueError(f"gre_semantics must be 'gpu' or 'cpu', got {gre_semantics!r}.")
-    val.check_positive_int(block_size, "block_size")
-    if batch_num is None:
-        batches = [np.arange(n_cells)]
-    else:
-        if isinstance(batch_num, bool) or not isinstance(batch_num, (int, np.integer)) or batch_num < 1:
-            raise ValueError(f"batch_num must be None (full graph) or an integer >= 1, got {batch_num!r}.")
-        batches = reference_batch_indices(n_cells, int(batch_num))
-    size = batches[0].size
-    if size < k_graph + 1:
-        most = max(n_cells // (k_graph + 1), 1)
-        where = "the graph" if batch_num is None else f"batches of {size} cells"
-        raise ValueError(
-            f"{where} is too small for k_graph={k_graph} (each graph needs at least {k_graph + 1} "
-            f"cells); use a smaller k_graph" + ("." if batch_num is None else f" or batch_num <= {most}."))
-    return batches, size
-
-
-def build_batches(features: Sequence[np.ndarray], batches: Sequence[np.ndarray], gfn_params,
-                  config: ScnicheConfig, progress: bool = False) -> GraphBatch:
-    """View graphs and consensus of every batch, stacked as one device ``GraphBatch``."""
-    per_batch = []
-    for idx in tqdm(batches, desc="graphs", disable=not progress or len(batches) < 2, leave=False):
-        graphs = [build_view_graph(f[idx], config.k_graph, config.mik) for f in features]
-        consensus = build_consensus(gfn_params, graphs, config.gre_semantics, config.block_size)
-        per_batch.append((graphs, consensus))
-    return jax.device_put(assemble_batches(per_batch))
-
-
-def step_settings(config: ScnicheConfig) -> StepSettings:
-    return StepSettings(hidden_size_v=config.hidden_size_v, hidden_size=config.hidden_size,
-                        n_views=len(config.views), dropout=config.dropout, lr=config.lr,
-                        precision=config.precision, block=config.block_size)
-
-
-class Model:
-    """A trained scNiche model: parameters, configuration and training history.
-
-    Attributes:
-      config: the :class:`ScnicheConfig` of the run.
-      params: trainable MGAE parameters (Flax tree).
-      gfn_params: the frozen graph fusion network's parameters.
-      discriminator_params: the frozen Discriminator's parameters.
-      history: ``{'loss': {'total', 'gre', 'rec', 'mim'}: per-epoch lists, 'lr': [...],
-        'ari': [(epoch, value)], 'early_stop': {...} | None}``.
-    """
-
-    def __init__(self, config: ScnicheConfig, params, gfn_params, discriminator_params,
-                 history: Optional[dict[str, Any]] = None):
-        self.config = config
-        self.params = params
-        self.gfn_params = gfn_params
-        self.discriminator_params = discriminator_params
-        self.history = history if history is not None else empty_history()
-
-    def __repr__(self) -> str:
-        c = self.config
-        mode = "full graph" if c.batch_num is None else f"{c.batch_num} batches"
-        return (f"scniche_jax.Model(views={list(c.views)}, hidden_size={list(c.hidden_size)}, "
-                f"{mode} of {c.batch_size} cells, epochs run={len(self.history['loss']['total'])})")
-
-    def plot_history(self):
-        """A matplotlib figure of the loss components, the learning rate and the probe ARIs.
-
-        Returns:
-          ``matplotlib.figure.Figure`` (needs the ``plot`` extra: ``pip install 'scniche-jax[plot]'``).
-        """
-        from .plotting import history_figure
-
-        return history_figure(self.history)
-
-    def embed(self, adata: ad.AnnData, *, seed: Optional[int] = None) -> np.ndarray:
-        """The embedding of ``adata``'s cells (n_obs × latent_dim), computed anew.
-
-        Args:
-          adata: the AnnData the model was trained on (same views and cells).
-          seed: with ``config.deterministic_embedding=False``, the dropout seed.
-
-        Returns:
-          float32 array in ``adata.obs_names`` order; ``adata`` is not modified.
-        """
-        c = self.config
-        features = view_features(adata, c.views)
-        for key, f, width in zip(c.views, features, c.input_sizes):
-            if f.shape[1] != width:
-                raise ValueError(f"adata.obsm[{key!r}] has {f.shape[1]} columns but the model was trained "
-                                 f"on {width}; use data with the same features.")
-        batches, size = _check_settings(adata.n_obs, c.views, c.hidden_size_v, c.hidden_size, c.k_graph,
-                                        c.mik, c.batch_num, c.epochs, c.lr, c.precision, c.dropout,
-                                        c.gre_semantics, c.block_size)
-        if size != c.batch_size:
-            raise ValueError(f"this AnnData gives graphs of {size} cells but the model's fusion network "
-                             f"takes {c.batch_size}; embed the AnnData the model was trained on.")
-        graph_batches = build_batches(features, batches, self.gfn_params, c)
-        key = None if seed is None else jax.random.key(seed)
-        return _embedding(self.params, graph_batches, batches, adata.n_obs, c, key)
-
-
-def _embedding(params, graph_batches: GraphBatch, batches, n_cells: int, config: ScnicheConfig,
-               dropout_key) -> np.ndarray:
-    if config.deterministic_embedding:
-        dropout_key = None
-    elif dropout_key is None:
-        dropout_key = jax.random.fold_in(jax.random.key(config.seed), 1)
-    z = np.asarray(embed_batches(params, graph_batches, dropout_key, step_settings(config)))
-    which, row = first_occurrence(list(batches), n_cells)
-    return np.ascontiguousarray(z[which, row], dtype=np.float32)
 
 
 def _check_stopping(patience, min_delta, lr_patience, lr_factor, min_lr, lr, ari_every, ari_k,
@@ -200,7 +59,8 @@ def fit(adata: ad.AnnData, *, views: Optional[Sequence[str]] = None,
         lr_patience: Optional[int] = 5, lr_factor: float = 0.5, min_lr: float = 1e-6,
         ari_every: Optional[int] = None, ari_k: int = 10, ari_stop_threshold: Optional[float] = None,
         ari_stop_patience: int = 2, dropout: float = 0.1, deterministic_embedding: bool = True,
-        gre_semantics: str = "gpu", block_size: int = 1024, key_added: str = "X_scniche") -> Model:
+        gre_semantics: str = "gpu", block_size: int = 1024, key_added: str = "X_scniche",
+        checkpoint_dir: Optional[str] = None, checkpoint_every: int = 10, resume: bool = False) -> Model:
     """Trains scNiche on ``adata`` and writes the embedding to ``adata.obsm[key_added]``.
 
     Args:
@@ -236,6 +96,11 @@ def fit(adata: ad.AnnData, *, views: Optional[Sequence[str]] = None,
       gre_semantics: ``'gpu'`` reports ``loss_gre`` with R, ``'cpu'`` with R + Rᵀ.
       block_size: rows per block of the B² loss (memory O(block_size · B)).
       key_added: ``obsm`` key of the embedding.
+      checkpoint_dir: save Orbax training checkpoints here (the last 3 are kept).
+      checkpoint_every: epochs between checkpoints (one more is saved at the end).
+      resume: continue from the newest checkpoint in ``checkpoint_dir`` (the run must use
+        the same data and model settings; ``epochs`` and stopping options may change). It
+        reaches the same state as an uninterrupted run of the same seed.
 
     Returns:
       The trained :class:`Model`; its ``history`` holds losses, LRs, ARIs and why training
@@ -243,12 +108,17 @@ def fit(adata: ad.AnnData, *, views: Optional[Sequence[str]] = None,
     """
     views = tuple(DEFAULT_VIEWS if views is None else ([views] if isinstance(views, str) else views))
     val.check_unique_obs_names(adata)
-    batches, size = _check_settings(adata.n_obs, views, tuple(hidden_size_v), tuple(hidden_size), k_graph,
+    batches, size = check_settings(adata.n_obs, views, tuple(hidden_size_v), tuple(hidden_size), k_graph,
                                     mik, batch_num, epochs, lr, precision, dropout, gre_semantics, block_size)
     _check_stopping(patience, min_delta, lr_patience, lr_factor, min_lr, lr, ari_every, ari_k,
                     ari_stop_threshold, ari_stop_patience)
     if not isinstance(key_added, str) or not key_added:
         raise ValueError(f"key_added must be a non-empty string, got {key_added!r}.")
+    if checkpoint_dir is not None:
+        checkpoint_dir = check_writable_dir(checkpoint_dir, "checkpoint_dir")
+        val.check_positive_int(checkpoint_every, "checkpoint_every")
+    elif resume:
+        raise ValueError("resume=True needs checkpoint_dir, the folder of the checkpoints to resume from.")
     features = view_features(adata, views)
     config = ScnicheConfig(views=views, input_sizes=tuple(f.shape[1] for f in features),
                            hidden_size_v=tuple(int(h) for h in hidden_size_v),
@@ -266,12 +136,61 @@ def fit(adata: ad.AnnData, *, views: Optional[Sequence[str]] = None,
     k_init, k_gfn, k_train, k_embed = jax.random.split(key, 4)
     gfn_params = GraphFusionNetwork(size).init(k_gfn, jnp.zeros((1, size), jnp.float32))["params"]
 
+    resumed = _resume_point(checkpoint_dir, config) if resume else None
+    if resumed is not None:
+        gfn_params = resumed["gfn"]
     graph_batches = build_batches(features, batches, gfn_params, config, progress)
     state = init_state(k_init, batch_at(graph_batches, 0), settings)
-    probe = lambda params: _embedding(params, graph_batches, batches, adata.n_obs,
-                                      replace(config, deterministic_embedding=True), None)
-    state, final_params, history = run_training(state, graph_batches, settings, config, k_train, probe, progress)
+    extra = {}
+    if resumed is not None:
+        state = state._replace(params=resumed["params"], opt_state=resumed["opt_state"],
+                               discriminator=resumed["discriminator"])
+        extra = {"history": resumed["history"], "start_epoch": resumed["epochs_run"],
+                 "best_params": resumed["best_params"], "ari_labels": resumed["ari_labels"]}
+        log.info("resuming from epoch %d of %s", resumed["epochs_run"], checkpoint_dir)
+    if checkpoint_dir is not None:
+        extra["checkpoint"] = lambda epochs_run, snap: _save_training_checkpoint(
+            checkpoint_dir, epochs_run, snap, gfn_params, config)
+        extra["checkpoint_every"] = checkpoint_every
+    probe = lambda params: embedding(params, graph_batches, batches, adata.n_obs,
+                                     replace(config, deterministic_embedding=True), None)
+    state, final_params, history = run_training(state, graph_batches, settings, config, k_train, probe, progress,
+                                                **extra)
     model = Model(config, jax.device_get(final_params), jax.device_get(gfn_params),
-                  jax.device_get(state.discriminator), history)
-    adata.obsm[key_added] = _embedding(final_params, graph_batches, batches, adata.n_obs, config, k_embed)
+                  jax.device_get(state.discriminator), history, jax.device_get(state.opt_state))
+    adata.obsm[key_added] = embedding(final_params, graph_batches, batches, adata.n_obs, config, k_embed)
     return model
+
+
+# Settings that may differ between a checkpointed run and the run that resumes it.
+_RESUMABLE_CHANGES = {"epochs", "patience", "min_delta", "restore_best", "ari_every", "ari_k",
+                      "ari_stop_threshold", "ari_stop_patience", "deterministic_embedding", "block_size"}
+
+
+def _save_training_checkpoint(directory: Path, epochs_run: int, snap: dict, gfn_params,
+                              config: ScnicheConfig) -> None:
+    labels = snap["ari_labels"]
+    state = {"params": snap["state"].params, "opt_state": snap["state"].opt_state._asdict(),
+             "discriminator": snap["state"].discriminator, "best_params": snap["best_params"],
+             "gfn": gfn_params, "ari_labels": np.full(1, -1, np.int32) if labels is None else
+             np.asarray(labels, np.int32), "has_ari_labels": np.asarray(labels is not None)}
+    meta = {"config": config.to_dict(), "history": snap["history"], "epochs_run": epochs_run}
+    save_checkpoint(directory, epochs_run, to_numpy_tree(state), meta, max_to_keep=3)
+
+
+def _resume_point(directory: Path, config: ScnicheConfig) -> Optional[dict]:
+    if latest_step(directory) is None:
+        log.info("no checkpoint in %s yet: training from the start", directory)
+        return None
+    _, state, meta = restore_checkpoint(directory)
+    saved = ScnicheConfig.from_dict(meta["config"])
+    differing = sorted(f for f in config.to_dict() if f not in _RESUMABLE_CHANGES
+                       and config.to_dict()[f] != saved.to_dict()[f])
+    if differing:
+        raise ValueError(f"the checkpoint in {str(directory)!r} was made with other settings "
+                         f"({', '.join(f'{f}={saved.to_dict()[f]!r}' for f in differing)}); resume with the same "
+                         "data and settings, or use a new checkpoint_dir.")
+    return {"params": state["params"], "opt_state": TorchAdamState(**state["opt_state"]),
+            "discriminator": state["discriminator"], "best_params": state["best_params"], "gfn": state["gfn"],
+            "ari_labels": np.asarray(state["ari_labels"]) if bool(state["has_ari_labels"]) else None,
+            "history": history_from_json(meta["history"]), "epochs_run": int(meta["epochs_run"])}

@@ -34,8 +34,9 @@ def empty_history() -> dict[str, Any]:
 def run_training(state: TrainState, graph_batches: GraphBatch, settings: StepSettings,
                  config: ScnicheConfig, key: jax.Array, embed: Callable[[Any], np.ndarray],
                  progress: bool = True, history: Optional[dict] = None, start_epoch: int = 0,
-                 on_epoch_end: Optional[Callable[[int, TrainState, dict], None]] = None
-                 ) -> tuple[TrainState, Any, dict]:
+                 best_params: Any = None, ari_labels: Optional[np.ndarray] = None,
+                 checkpoint: Optional[Callable[[int, dict], None]] = None,
+                 checkpoint_every: Optional[int] = None) -> tuple[TrainState, Any, dict]:
     """Trains until ``config.epochs``, a plateau of the loss, a stable ARI, Ctrl-C or a NaN.
 
     Args:
@@ -48,7 +49,12 @@ def run_training(state: TrainState, graph_batches: GraphBatch, settings: StepSet
       progress: show a tqdm bar.
       history: a history to continue (resume); a fresh one when None.
       start_epoch: epochs already run (resume).
-      on_epoch_end: called with (epochs run, state, history) after every epoch.
+      best_params: the best-loss parameters so far (resume).
+      ari_labels: the last ARI probe's labels (resume).
+      checkpoint: called with ``(epochs run, snapshot)`` every ``checkpoint_every`` epochs
+        and once at the end; the snapshot holds ``state``, ``best_params``, ``ari_labels``
+        and ``history``.
+      checkpoint_every: epochs between checkpoints.
 
     Returns:
       ``(state, final_params, history)``: the last state, the parameters the embedding should
@@ -62,7 +68,15 @@ def run_training(state: TrainState, graph_batches: GraphBatch, settings: StepSet
         loss_stop, _, _ = loss_stop_update(loss_stop, epoch, loss, config.patience, config.min_delta)
         if plateau is not None:
             plateau = lr_plateau_update(plateau, loss)
-    best_params = state.params
+    streak = 0
+    for _, value in history["ari"]:
+        streak = streak + 1 if config.ari_stop_threshold is not None and value >= config.ari_stop_threshold else 0
+    ari_stop = AriStop(ari_labels, streak)
+    best_params = state.params if best_params is None else best_params
+
+    def snapshot():
+        return {"state": state, "best_params": best_params, "ari_labels": ari_stop.labels, "history": history}
+
     stopped_by, epochs_run = "epochs", start_epoch
     last_ari = None
     bar = tqdm(range(start_epoch, config.epochs), desc="scNiche", disable=not progress,
@@ -105,8 +119,8 @@ def run_training(state: TrainState, graph_batches: GraphBatch, settings: StepSet
             if last_ari is not None:
                 postfix["ari"] = f"{last_ari:.3f}"
             bar.set_postfix(postfix, refresh=False)
-            if on_epoch_end is not None:
-                on_epoch_end(epochs_run, state, history)
+            if checkpoint is not None and checkpoint_every and epochs_run % checkpoint_every == 0:
+                checkpoint(epochs_run, snapshot())
             if stopped_by == "ari":
                 break
             if stop:
@@ -117,6 +131,9 @@ def run_training(state: TrainState, graph_batches: GraphBatch, settings: StepSet
         log.warning("scniche_jax: training interrupted after %d epochs", epochs_run)
     finally:
         bar.close()
+    if checkpoint is not None and epochs_run > start_epoch and not (
+            checkpoint_every and epochs_run % checkpoint_every == 0):
+        checkpoint(epochs_run, snapshot())
     restored = bool(config.restore_best and loss_stop.best_epoch > 0 and loss_stop.best_epoch != epochs_run)
     final_params = best_params if restored else state.params
     history["early_stop"] = {

@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 
 import anndata as ad
-import numpy as np
 import pandas as pd
 
 from . import validation as val
