@@ -1,0 +1,198 @@
+"""The ``scniche-jax`` command line: fit, embed and cluster on .h5ad files.
+
+Bad input exits with status 2 and a one-line message (no traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+EXIT_BAD_INPUT = 2
+
+
+class CliError(Exception):
+    """A problem with the user's input, reported in one line."""
+
+
+def _read(path: str):
+    import anndata as ad
+
+    p = Path(path)
+    if not p.is_file():
+        raise CliError(f"input file {path!r} does not exist")
+    try:
+        return ad.read_h5ad(p)
+    except Exception as err:  # h5py/anndata raise many types for a bad file
+        raise CliError(f"cannot read {path!r} as .h5ad ({type(err).__name__}: {err})") from err
+
+
+def _batch_num(value: str):
+    if value == "auto":
+        return "auto"
+    try:
+        number = int(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"must be an integer or 'auto', got {value!r}") from err
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {number}")
+    return number
+
+
+def _preprocess(adata, args):
+    import scniche_jax as sj
+
+    missing = [v for v in args.views if v not in adata.obsm]
+    if not missing:
+        return adata
+    if args.celltype_key not in adata.obs:
+        raise CliError(f"views {missing} are missing and adata.obs has no cell-type column "
+                       f"{args.celltype_key!r} to compute them (columns: {sorted(adata.obs.columns)}); "
+                       "pass --celltype-key")
+    if args.normalize:
+        counts = np.asarray(adata.X.toarray() if hasattr(adata.X, "toarray") else adata.X, np.float64)
+        adata.X = np.log1p(counts / counts.sum(axis=1, keepdims=True) * 1e4).astype(np.float32)
+    n_comps = min(args.n_comps, adata.n_vars - 1, adata.n_obs - 1)
+    if args.sample_key:
+        return sj.pp.process_multi_slices(adata, celltype_key=args.celltype_key, sample_key=args.sample_key,
+                                          k_cutoff=args.k_cutoff, is_pca=True, n_comps=n_comps, verbose=False)
+    sj.pp.cal_spatial_neighbors(adata, celltype_key=args.celltype_key, k_cutoff=args.k_cutoff, verbose=False)
+    sj.pp.cal_spatial_exp(adata, is_pca=True, n_comps=n_comps, k_cutoff=args.k_cutoff, verbose=False)
+    return adata
+
+
+def cmd_fit(args) -> dict:
+    import scniche_jax as sj
+
+    out = Path(args.out)
+    from .checkpoint import check_writable_dir
+
+    check_writable_dir(out, "--out")
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise CliError(f"--out {str(out)!r} is not empty; pass --overwrite or choose another folder")
+    adata = _read(args.input)
+    adata = _preprocess(adata, args)
+    start = time.perf_counter()
+    model = sj.fit(adata, views=args.views, batch_num=args.batch_num, epochs=args.epochs, patience=args.patience,
+                   ari_every=args.ari_every, ari_stop_threshold=args.ari_stop_threshold if args.ari_every else None,
+                   seed=args.seed, progress=not args.quiet, precision=args.precision)
+    seconds = time.perf_counter() - start
+    if args.n_niches:
+        sj.tl.clustering(adata, target_k=args.n_niches)
+    model.save(out, adata=adata, overwrite=args.overwrite)
+    stop = model.history["early_stop"]
+    summary = {"command": "fit", "cells": adata.n_obs, "out": str(out.resolve()), "epochs_run": stop["stopped_epoch"],
+               "stopped_by": stop["stopped_by"], "final_loss": model.history["loss"]["total"][-1],
+               "fit_seconds": round(seconds, 2), "batch_size": model.config.batch_size}
+    if args.n_niches:
+        summary["niches"] = {str(k): int(v) for k, v in adata.obs["scNiche"].value_counts().sort_index().items()}
+    return summary
+
+
+def cmd_embed(args) -> dict:
+    import scniche_jax as sj
+
+    model = sj.load(args.model)
+    adata = _read(args.input)
+    args.views = list(model.config.views)
+    adata = _preprocess(adata, args)
+    adata.obsm[args.key_added] = model.embed(adata)
+    _write(adata, args.out, args.overwrite)
+    return {"command": "embed", "cells": adata.n_obs, "out": str(Path(args.out).resolve())}
+
+
+def cmd_cluster(args) -> dict:
+    import scniche_jax as sj
+
+    adata = _read(args.input)
+    sj.tl.clustering(adata, target_k=args.n_niches, method=args.method, use_rep=args.use_rep)
+    _write(adata, args.out, args.overwrite)
+    return {"command": "cluster", "cells": adata.n_obs, "out": str(Path(args.out).resolve()),
+            "niches": {str(k): int(v) for k, v in adata.obs["scNiche"].value_counts().sort_index().items()}}
+
+
+def _write(adata, path: str, overwrite: bool) -> None:
+    p = Path(path).expanduser().resolve()
+    if not p.parent.is_dir():
+        raise CliError(f"the folder of --out {path!r} does not exist")
+    if p.exists() and not overwrite:
+        raise CliError(f"--out {path!r} exists; pass --overwrite")
+    tmp = p.with_name(f".{p.name}.tmp")
+    try:
+        adata.write_h5ad(tmp)
+        tmp.replace(p)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise CliError(f"cannot write {path!r}: {err}") from err
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scniche-jax", description="Cell niches from single-cell spatial omics "
+                                     "(scNiche in JAX).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add_pp(p):
+        p.add_argument("--celltype-key", default="Cell_type", help="obs column of cell types (default Cell_type)")
+        p.add_argument("--sample-key", default=None, help="obs column of slice ids: preprocess each slice")
+        p.add_argument("--k-cutoff", type=int, default=20, help="spatial neighbours for the views (default 20)")
+        p.add_argument("--n-comps", type=int, default=20, help="PCA components of the expression views")
+        p.add_argument("--normalize", action="store_true", help="normalise counts to 1e4 per cell and log1p first")
+        p.add_argument("--overwrite", action="store_true", help="replace existing output")
+
+    f = sub.add_parser("fit", help="preprocess if needed, train, save the model and the results, cluster")
+    f.add_argument("input", help="input .h5ad (obsm['spatial'] and a cell-type column, or the views)")
+    f.add_argument("--out", required=True, help="output folder: model files and adata.h5ad with the results")
+    f.add_argument("--views", nargs="+", default=["X_cn_norm", "X_data", "X_data_nbr"], help="obsm keys of the views")
+    f.add_argument("--batch-num", type=_batch_num, default=None, help="number of batches, or 'auto'")
+    f.add_argument("--epochs", type=int, default=100)
+    f.add_argument("--patience", type=int, default=None, help="stop when the loss stalls this many epochs")
+    f.add_argument("--ari-every", type=int, default=None, help="probe the niches' ARI every N epochs")
+    f.add_argument("--ari-stop-threshold", type=float, default=0.95, help="with --ari-every: stop at this ARI")
+    f.add_argument("--n-niches", type=int, default=None, help="cluster into this many niches (KMeans)")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_pp(f)
+    f.set_defaults(run=cmd_fit)
+
+    e = sub.add_parser("embed", help="embed an .h5ad with a saved model")
+    e.add_argument("model", help="model folder written by 'fit' (or a model.pt)")
+    e.add_argument("input", help="input .h5ad with the model's views, or spatial data to preprocess")
+    e.add_argument("--out", required=True, help="output .h5ad")
+    e.add_argument("--key-added", default="X_scniche")
+    add_pp(e)
+    e.set_defaults(run=cmd_embed)
+
+    c = sub.add_parser("cluster", help="cluster an embedding into niches")
+    c.add_argument("input", help="input .h5ad with obsm[--use-rep]")
+    c.add_argument("--n-niches", type=int, required=True)
+    c.add_argument("--method", choices=["kmeans", "leiden"], default="kmeans")
+    c.add_argument("--use-rep", default="X_scniche")
+    c.add_argument("--out", required=True, help="output .h5ad")
+    c.add_argument("--overwrite", action="store_true")
+    c.set_defaults(run=cmd_cluster)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``scniche-jax`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        summary = args.run(args)
+    except (CliError, ValueError, FileNotFoundError, PermissionError, ImportError) as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"scniche-jax {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
