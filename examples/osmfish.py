@@ -1,6 +1,8 @@
 """The main job on bundled data: osmFISH cortex → preprocessing → scNiche → 11 niches → ARI.
 
-Run: python examples/osmfish.py [--epochs 100] [--batch-num 4] [--seed 0]
+Run: python examples/osmfish.py [--epochs 100] [--batch-num 4] [--seed 0] [--out osmfish_run]
+Writes the model folder and, with matplotlib installed, niches.png, composition.png and
+history.png into --out.
 """
 import argparse
 import json
@@ -18,6 +20,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--batch-num", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="osmfish_run")
     args = parser.parse_args()
 
     adata = osmfish()
@@ -31,7 +34,16 @@ def main() -> None:
     seconds = time.perf_counter() - start
     sj.tl.clustering(adata, target_k=11)
     ari = adjusted_rand_score(adata.obs["Niche"], adata.obs["scNiche"])
-    print(json.dumps({"cells": adata.n_obs, "epochs": args.epochs, "batch_num": args.batch_num,
+    out = model.save(args.out, adata=adata, overwrite=True)
+    plots = []
+    try:
+        for name, fig in (("niches", sj.pl.niches(adata)), ("composition", sj.pl.composition(adata)),
+                          ("history", sj.pl.history(model))):
+            fig.savefig(out / f"{name}.png", dpi=110)
+            plots.append(str(out / f"{name}.png"))
+    except ImportError as err:
+        print(f"plots skipped ({err})")
+    print(json.dumps({"out": str(out), "plots": plots,"cells": adata.n_obs, "epochs": args.epochs, "batch_num": args.batch_num,
                       "fit_seconds": round(seconds, 2), "final_loss": round(model.history["loss"]["total"][-1], 4),
                       "ari_vs_regions": round(float(ari), 4)}))
 

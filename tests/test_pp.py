@@ -111,3 +111,28 @@ def test_expression_with_nan_is_refused():
     a.X[2, 1] = np.inf
     with pytest.raises(ValueError, match="adata.X holds 1 NaN/inf"):
         pp.cal_spatial_exp(a, verbose=False)
+
+
+def test_sparse_and_integer_expression_is_accepted():
+    import scipy.sparse as sp
+    a = _adata(40, 3, 0)
+    dense = a.X.copy()
+    a.X = sp.csr_matrix(dense.astype(np.int64))
+    pp.cal_spatial_exp(a, k_cutoff=5, verbose=False)
+    b = _adata(40, 3, 0)
+    pp.cal_spatial_exp(b, k_cutoff=5, verbose=False)
+    np.testing.assert_allclose(a.obsm["X_data_nbr"], b.obsm["X_data_nbr"], rtol=1e-6)
+
+
+def test_multi_slices_refuse_duplicate_names_and_tiny_slices():
+    a = _adata(60, 3, 0)
+    a.obs_names = ["x"] * 60
+    with pytest.raises(ValueError, match="obs_names_make_unique"):
+        pp.process_multi_slices(a, "Cell_type", "Sample", k_cutoff=5, verbose=False)
+    b = _adata(60, 3, 0)
+    b.obs["Sample"] = "s0"
+    b.obs.iloc[:3, b.obs.columns.get_loc("Sample")] = "tiny"
+    with pytest.raises(ValueError, match="slice 'tiny' has 3 cells"):
+        pp.process_multi_slices(b, "Cell_type", "Sample", k_cutoff=5, verbose=False)
+    with pytest.raises(ValueError, match="no sample column 'batch'.*available"):
+        pp.process_multi_slices(b, "Cell_type", "batch", k_cutoff=5, verbose=False)

@@ -69,3 +69,14 @@ def test_plots(tmp_path):
         sj.pl.niches(a, key="nope")
     with pytest.raises(ValueError, match="no cell-type column 'CT'"):
         sj.pl.composition(a, celltype_key="CT")
+
+
+def test_clustering_refuses_nonfinite_embedding():
+    import anndata as ad
+    a = ad.AnnData(obs=pd.DataFrame(index=[f"c{i}" for i in range(30)]))
+    z = _blobs(3, 30)
+    z[4, 1] = np.nan
+    a.obsm["X_scniche"] = z
+    with pytest.raises(ValueError, match="NaN/inf"):
+        sj.tl.clustering(a, 3)
+    assert "scNiche" not in a.obs
