@@ -65,6 +65,120 @@ def osmfish(args) -> None:
     np.savez(os.path.splitext(args.out)[0] + ".npz", **embeddings)
 
 
+def _load_case(path):
+    """Inputs written by parity/live.py: graphs, features, MIK, permutations, state dicts."""
+    import numpy as np
+
+    data = dict(np.load(path))
+    meta = json.loads(str(data.pop("meta")))
+    return data, meta
+
+
+def _reference_runner(data, meta, tr, pp):
+    """A reference ``Runner`` on our graphs (no kNN rebuilt), CPU, with our initial weights."""
+    import anndata as ad
+    import dgl
+    import numpy as np
+    import scipy.sparse as sp
+    import torch
+
+    n = meta["n_cells"]
+    adata = ad.AnnData(X=np.zeros((n, 1), np.float32))
+    for v, view in enumerate(meta["views"]):
+        src, dst = data[f"view{v}/edge_src"], data[f"view{v}/edge_dst"]
+        adj = sp.csr_matrix((np.ones(src.size, np.float32), (src, dst)), shape=(n, n))
+        g = dgl.from_scipy(adj)
+        g.ndata["feat"] = torch.from_numpy(data[f"view{v}/feat"])
+        g.ndata["adj"] = pp.convert_adj(adj)
+        g.ndata["mik"] = torch.from_numpy(data[f"view{v}/mik"]).long()
+        adata.uns["g_" + view] = g
+        adata.obsm[view] = data[f"view{v}/feat"]
+    return adata, tr.Runner(adata, choose_views=meta["views"], hidden_size_v=meta["hidden_size_v"],
+                            hidden_size=meta["hidden_size"], device="cpu", verbose=False)
+
+
+def _patch_reference(tr, data, meta, record):
+    """Builds the reference's own modules with our weights, dropout 0, fixed MIM permutations."""
+    import torch
+
+    train_module = sys.modules["scniche.trainer._train"]
+    real_mgae, real_disc = train_module.MGAE, train_module.Discriminator
+
+    def mgae(*args, **kwargs):
+        model = real_mgae(*args, **kwargs)
+        model.load_state_dict({k[5:]: torch.from_numpy(v) for k, v in data.items() if k.startswith("mgae/")},
+                              strict=True)
+        model.featfusion.dropout = 0.0
+        model.decoder.dropout = 0.0
+        return model
+
+    def disc(*args, **kwargs):
+        model = real_disc(*args, **kwargs)
+        model.load_state_dict({k[5:]: torch.from_numpy(v) for k, v in data.items() if k.startswith("disc/")},
+                              strict=True)
+        return model
+
+    perms = iter(data["perm"].reshape(-1, data["perm"].shape[-1]))
+
+    def shuffling(x, latent, device):
+        return x[torch.from_numpy(next(perms)).long()]
+
+    train_module.MGAE, train_module.Discriminator, train_module.shuffling = mgae, disc, shuffling
+    return real_mgae, real_disc
+
+
+def forward(args) -> None:
+    """One reference forward (dropout off) at our initial weights: z, logits, loss components."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(args.threads)
+    pp, tr = import_reference(os.environ["SCNICHE_REFERENCE_SRC"])
+    data, meta = _load_case(args.case)
+    adata, runner = _reference_runner(data, meta, tr, pp)
+    _patch_reference(tr, data, meta, None)
+    train_module = sys.modules["scniche.trainer._train"]
+    model = train_module.MGAE(runner.in_feats, runner.hidden_size_v, runner.hidden_size, runner.views,
+                              runner.adj[0].shape[0])
+    model_d = train_module.Discriminator(latent_dim=runner.hidden_size[-1])
+    with torch.no_grad():
+        adj_r, logits, z = model.forward(runner.graph, runner.feat, "cpu")
+        n = runner.adj[0].shape[0]
+        pos_weight = torch.Tensor([float(n ** 2 - runner.edges / 2) / runner.edges * 2])
+        bce = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+        mse = torch.nn.MSELoss()
+        loss_gre = sum(mse(adj_r, adj) for adj in runner.adj) / runner.views
+        loss_rec = sum(bce(logits[i], adj) for i, adj in enumerate(runner.adj)) / runner.views
+        loss_mim = 0.0
+        mik = np.hstack([g.ndata["mik"] for g in runner.graph])
+        for i in range(mik.shape[1]):
+            perm = torch.from_numpy(data["perm"][0, i]).long()
+            pos = model_d(torch.cat((z, z[mik[:, i]]), 1))
+            neg = model_d(torch.cat((z, z[perm]), 1))
+            loss_mim += -torch.mean(torch.log(pos + 1e-6) + torch.log(1 - neg + 1e-6))
+    np.savez(args.out, z=z.numpy(), logits0=logits[0].numpy(), adj_r=adj_r.numpy(),
+             losses=np.array([float(loss_gre), float(loss_rec), float(loss_mim)], np.float64),
+             pos_weight=pos_weight.numpy())
+
+
+def train(args) -> None:
+    """``Runner.fit`` unchanged for ``--epochs`` from our weights, dropout off, fixed permutations."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(args.threads)
+    pp, tr = import_reference(os.environ["SCNICHE_REFERENCE_SRC"])
+    data, meta = _load_case(args.case)
+    adata, runner = _reference_runner(data, meta, tr, pp)
+    _patch_reference(tr, data, meta, None)
+    start = time.perf_counter()
+    adata = runner.fit(lr=meta["lr"], epochs=args.epochs)
+    seconds = time.perf_counter() - start
+    final = {f"final/{k}": v.detach().numpy() for k, v in runner.model.state_dict().items()}
+    np.savez(args.out, z=adata.obsm["X_scniche"], loss=np.array(adata.uns["loss"], np.float64),
+             seconds=np.array(seconds), **final)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="job", required=True)
@@ -76,8 +190,14 @@ def main() -> None:
     p.add_argument("--batch-num", type=int, default=None)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", required=True)
+    for name, helptext in (("forward", "one forward at given weights"), ("train", "Runner.fit at given weights")):
+        q = sub.add_parser(name, help=helptext)
+        q.add_argument("--case", required=True, help=".npz written by parity/live.py")
+        q.add_argument("--epochs", type=int, default=20)
+        q.add_argument("--threads", type=int, default=2)
+        q.add_argument("--out", required=True)
     args = parser.parse_args()
-    {"osmfish": osmfish}[args.job](args)
+    {"osmfish": osmfish, "forward": forward, "train": train}[args.job](args)
 
 
 if __name__ == "__main__":

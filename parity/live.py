@@ -1,0 +1,137 @@
+"""Live parity against the real PyTorch reference, run in its own Python environment.
+
+Our side builds a case (synthetic cells, our view graphs, our fresh initial weights as a
+torch state dict, fixed MIM permutations) and writes it as an ``.npz``; the reference's
+interpreter runs ``parity/reference/run_reference.py`` on it and writes its results as an
+``.npz``. Nothing is pickled across the boundary.
+
+Environment: ``SCNICHE_REFERENCE_PYTHON`` (an interpreter with torch 2.2.1, dgl 2.1.0, numpy
+1.23.5, …) and ``SCNICHE_REFERENCE_SRC`` (a checkout of ZJUFanLab/scNiche); see README.md.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import scniche_jax as sj
+from scniche_jax.consensus import build_consensus
+from scniche_jax.graphs import build_view_graph
+from scniche_jax.model import GraphFusionNetwork
+from scniche_jax.torch_format import discriminator_params_to_state_dict, mgae_params_to_state_dict
+from scniche_jax.train import (StepSettings, assemble_batches, batch_at, embed_batches, init_state, make_state,
+                               train_step_with_negatives)
+
+DRIVER = Path(__file__).resolve().parent / "reference" / "run_reference.py"
+ENV_PYTHON, ENV_SRC = "SCNICHE_REFERENCE_PYTHON", "SCNICHE_REFERENCE_SRC"
+
+
+def reference_env() -> Optional[tuple[str, str]]:
+    """``(python, src)`` of the reference environment, or None when not configured."""
+    python, src = os.environ.get(ENV_PYTHON), os.environ.get(ENV_SRC)
+    if not python or not src:
+        return None
+    return python, src
+
+
+def run_reference(job: str, *args: str, threads: int = 2, timeout: int = 3600) -> None:
+    """Runs one job of the reference driver in the reference's interpreter."""
+    python, src = reference_env()
+    env = dict(os.environ, SCNICHE_REFERENCE_SRC=src, PYTHONWARNINGS="ignore")
+    result = subprocess.run([python, str(DRIVER), job, *args, "--threads", str(threads)], env=env,
+                            capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise RuntimeError(f"reference driver failed ({job}):\n{result.stderr[-4000:]}")
+
+
+@dataclass
+class Case:
+    views: tuple
+    hidden_size_v: tuple
+    hidden_size: tuple
+    graphs: list
+    consensus: object
+    params: dict
+    gfn: dict
+    discriminator: dict
+    perms: np.ndarray
+    lr: float = 0.01
+
+    @property
+    def n_cells(self) -> int:
+        return self.graphs[0].n_nodes
+
+    @property
+    def settings(self) -> StepSettings:
+        return StepSettings(hidden_size_v=self.hidden_size_v, hidden_size=self.hidden_size, n_views=len(self.views),
+                            dropout=0.0, lr=self.lr, precision="fp32")
+
+
+def make_case(n_cells: int, views=("X_cn_norm", "X_data", "X_data_nbr"), hidden_size_v=(10,),
+              hidden_size=(32, 10), steps: int = 1, seed: int = 0, k_graph: int = 20, mik: int = 5) -> Case:
+    """Synthetic cells, our graphs and consensus, fresh initial weights, random permutations."""
+    adata = sj.datasets.synthetic(n_cells, n_niches=5, n_cell_types=10, n_genes=30, seed=seed)
+    sj.pp.cal_spatial_neighbors(adata, "Cell_type", k_cutoff=20, verbose=False)
+    sj.pp.cal_spatial_exp(adata, is_pca=True, n_comps=20, k_cutoff=20, verbose=False)
+    graphs = [build_view_graph(adata.obsm[v], k_graph, mik) for v in views]
+    key = jax.random.key(seed)
+    gfn = GraphFusionNetwork(n_cells).init(jax.random.fold_in(key, 1), jnp.zeros((1, n_cells)))["params"]
+    consensus = build_consensus(gfn, graphs, gre_semantics="cpu")
+    settings = StepSettings(hidden_size_v=tuple(hidden_size_v), hidden_size=tuple(hidden_size), n_views=len(views))
+    state = init_state(jax.random.fold_in(key, 2), batch_at(assemble_batches([(graphs, consensus)]), 0), settings)
+    rng = np.random.default_rng(seed)
+    perms = np.stack([np.stack([rng.permutation(n_cells) for _ in range(len(views) * mik)]) for _ in range(steps)])
+    return Case(tuple(views), tuple(hidden_size_v), tuple(hidden_size), graphs, consensus,
+                jax.device_get(state.params), jax.device_get(gfn), jax.device_get(state.discriminator), perms)
+
+
+def write_case(case: Case, path: Path) -> Path:
+    """The case as the reference driver reads it."""
+    arrays = {}
+    for v, g in enumerate(case.graphs):
+        arrays[f"view{v}/feat"] = g.features
+        arrays[f"view{v}/edge_src"] = g.senders.astype(np.int64)
+        arrays[f"view{v}/edge_dst"] = g.receivers.astype(np.int64)
+        arrays[f"view{v}/mik"] = g.mik.astype(np.int64)
+    mgae = mgae_params_to_state_dict(case.params, case.gfn, len(case.views), len(case.hidden_size_v),
+                                     len(case.hidden_size))
+    arrays.update({f"mgae/{k}": v for k, v in mgae.items()})
+    arrays.update({f"disc/{k}": v for k, v in discriminator_params_to_state_dict(case.discriminator).items()})
+    arrays["perm"] = case.perms.astype(np.int64)
+    meta = {"n_cells": case.n_cells, "views": list(case.views), "hidden_size_v": list(case.hidden_size_v),
+            "hidden_size": list(case.hidden_size), "lr": case.lr}
+    np.savez(path, meta=np.array(json.dumps(meta)), **arrays)
+    return path
+
+
+def our_forward(case: Case) -> dict:
+    """z, view-0 logits, the three losses (``loss_gre`` with R + Rᵀ like the reference on CPU)."""
+    batches = assemble_batches([(case.graphs, case.consensus)])
+    batch = batch_at(batches, 0)
+    state = make_state(case.params, case.discriminator, case.settings)
+    _, losses, _, z = train_step_with_negatives(state, batch, jnp.asarray(case.perms[0], jnp.int32), None,
+                                                case.settings)
+    z = np.asarray(z)
+    return {"z": z, "logits0": z @ z.T, "losses": np.array([float(losses.gre), float(losses.rec), float(losses.mim)]),
+            "pos_weight": float(batch.pos_weight)}
+
+
+def our_train(case: Case, epochs: int) -> dict:
+    """``epochs`` Adam steps with the case's permutations, then the deterministic embedding."""
+    batches = assemble_batches([(case.graphs, case.consensus)])
+    batch = batch_at(batches, 0)
+    state = make_state(case.params, case.discriminator, case.settings)
+    loss = []
+    for step in range(epochs):
+        state, losses, _, _ = train_step_with_negatives(state, batch, jnp.asarray(case.perms[step], jnp.int32), None,
+                                                        case.settings)
+        loss.append(float(losses.total))
+    z = np.asarray(embed_batches(state.params, batches, None, case.settings)[0])
+    return {"z": z, "loss": np.array(loss)}
