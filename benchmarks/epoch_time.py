@@ -73,9 +73,11 @@ def run_one(spec: str, epochs: int, warmup: int) -> dict:
         float(losses.total.sum())  # the host loop's one read per epoch
         times.append(time.perf_counter() - t0)
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    stats = jax.devices()[0].memory_stats() or {}
+    device_peak_gb = stats.get("peak_bytes_in_use", 0) / 1e9 or None
     return {"config": spec, "cells": n_cells, "batches": batch_num or 1, "batch_size": size,
             "precision": precision, "epoch_s_median": float(np.median(times)), "epoch_s_min": float(np.min(times)),
-            "preprocess_s": t_pp, "graphs_and_consensus_s": t_graphs, "warmup_s": t_compile, "peak_rss_gb": peak_gb,
+            "preprocess_s": t_pp, "graphs_and_consensus_s": t_graphs, "warmup_s": t_compile, "peak_rss_gb": peak_gb, "device_peak_gb": device_peak_gb,
             "allocator": os.environ.get("LD_PRELOAD") or "glibc malloc", "device": str(jax.devices()[0]),
             "jax": jax.__version__}
 

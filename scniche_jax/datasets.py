@@ -47,7 +47,8 @@ def synthetic(n_cells: int = 1000, n_niches: int = 5, n_cell_types: int = 10, n_
     centres = rng.uniform(0, side, size=(n_niches, 2))
     niche = np.argmin(((spatial[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
     mixes = rng.dirichlet(np.full(n_cell_types, 0.3), size=n_niches)
-    cell_type = np.array([rng.choice(n_cell_types, p=mixes[k]) for k in niche])
+    cdf = np.cumsum(mixes, axis=1)
+    cell_type = np.minimum((rng.random(n_cells)[:, None] > cdf[niche]).sum(axis=1), n_cell_types - 1)
     means = rng.gamma(2.0, 1.0, size=(n_cell_types, n_genes)) * rng.uniform(0.2, 3.0, size=(n_cell_types, 1))
     counts = rng.poisson(means[cell_type]).astype(np.float32)
     obs = pd.DataFrame({
