@@ -46,6 +46,7 @@ def run_one(spec: str, epochs: int, warmup: int) -> dict:
     sj.pp.cal_spatial_neighbors(adata, "Cell_type", k_cutoff=20, verbose=False)
     sj.pp.cal_spatial_exp(adata, is_pca=True, n_comps=20, k_cutoff=20, verbose=False)
     t_pp = time.perf_counter() - t0
+    print(f"[{spec}] preprocessing {t_pp:.1f} s", file=sys.stderr, flush=True)
 
     views = ("X_cn_norm", "X_data", "X_data_nbr")
     features = view_features(adata, views)
@@ -60,12 +61,14 @@ def run_one(spec: str, epochs: int, warmup: int) -> dict:
     graph_batches = build_batches(features, batches, gfn, config)
     jax.block_until_ready(graph_batches)
     t_graphs = time.perf_counter() - t0
+    print(f"[{spec}] graphs and consensus {t_graphs:.1f} s", file=sys.stderr, flush=True)
     state = init_state(key, batch_at(graph_batches, 0), settings)
     t0 = time.perf_counter()
     for e in range(warmup):
         state, losses = train_epoch(state, graph_batches, jax.random.fold_in(key, e), settings)
         float(losses.total.sum())
     t_compile = time.perf_counter() - t0
+    print(f"[{spec}] warm-up {t_compile:.1f} s", file=sys.stderr, flush=True)
     times = []
     for e in range(epochs):
         t0 = time.perf_counter()
