@@ -137,8 +137,8 @@ def neighbour_lists(senders: np.ndarray, receivers: np.ndarray, n_nodes: int,
     dense gathers.
 
     Returns:
-      ``(neighbours, mask)``: (n_nodes, width) int32 indices (padding points at the row's own
-      node) and the matching float32 0/1 mask.
+      ``(neighbours, counts)``: (n_nodes, width) int32 indices, left-packed (padding points at
+      the row's own node), and the (n_nodes,) int32 number of real entries of each row.
     """
     order = np.lexsort((receivers, senders))
     src, dst = senders[order], receivers[order]
@@ -150,10 +150,8 @@ def neighbour_lists(senders: np.ndarray, receivers: np.ndarray, n_nodes: int,
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     slot = np.arange(src.size) - starts[src]
     nbr = np.repeat(np.arange(n_nodes, dtype=np.int32)[:, None], width, axis=1)
-    mask = np.zeros((n_nodes, width), np.float32)
     nbr[src, slot] = dst
-    mask[src, slot] = 1.0
-    return nbr, mask
+    return nbr, counts.astype(np.int32)
 
 
 def pos_weight(n_nodes: int, total_edges: int) -> float:

@@ -77,7 +77,8 @@ def _dense_bwd(block, dtype, grad, cotangent):
 dense_softplus_sum.defvjp(_dense_fwd, _dense_bwd)
 
 
-def _edge_value_and_grad(z, neighbours, mask, pos_weight):
+def _edge_value_and_grad(z, neighbours, counts, pos_weight):
+    mask = (jnp.arange(neighbours.shape[1])[None, :] < counts[:, None]).astype(jnp.float32)
     zn = z[neighbours]  # (B, D, d)
     x = jnp.einsum("bd,bkd->bk", z, zn, precision=jax.lax.Precision.HIGHEST)
     softplus_neg, sigmoid_neg = _softplus_and_sigmoid(-x)
@@ -88,24 +89,24 @@ def _edge_value_and_grad(z, neighbours, mask, pos_weight):
 
 
 @jax.custom_vjp
-def edge_correction_sum(z: jax.Array, neighbours: jax.Array, mask: jax.Array,
+def edge_correction_sum(z: jax.Array, neighbours: jax.Array, counts: jax.Array,
                         pos_weight: jax.Array) -> jax.Array:
     """``Σ_{(i,j)∈A} (pos_weight − 1)·softplus(−z_i·z_j) − z_i·z_j`` for a symmetric ``A``.
 
     Args:
       z: (B, d) float32.
-      neighbours: (B, D) int32 padded adjacency lists of ``A``.
-      mask: (B, D) float32, 1 for real entries.
+      neighbours: (B, D) int32 left-packed padded adjacency lists of ``A``.
+      counts: (B,) int32 number of real entries in each row of ``neighbours``.
       pos_weight: scalar.
 
     Returns:
       fp32 scalar. Its gradient assumes ``A`` symmetric (every kNN view graph is).
     """
-    return _edge_value_and_grad(z, neighbours, mask, pos_weight)[0]
+    return _edge_value_and_grad(z, neighbours, counts, pos_weight)[0]
 
 
-def _edge_fwd(z, neighbours, mask, pos_weight):
-    return _edge_value_and_grad(z, neighbours, mask, pos_weight)
+def _edge_fwd(z, neighbours, counts, pos_weight):
+    return _edge_value_and_grad(z, neighbours, counts, pos_weight)
 
 
 def _edge_bwd(grad, cotangent):
@@ -116,14 +117,14 @@ edge_correction_sum.defvjp(_edge_fwd, _edge_bwd)
 
 
 def reconstruction_loss(decoder_inputs: Sequence[jax.Array], neighbours: Sequence[jax.Array],
-                        masks: Sequence[jax.Array], pos_weight: jax.Array, *,
+                        counts: Sequence[jax.Array], pos_weight: jax.Array, *,
                         shared_inputs: bool = False, block: int = 1024,
                         dtype=jnp.float32) -> jax.Array:
     """``mean_v BCEWithLogits(z_v z_vᵀ, A_v, pos_weight)``, each a mean over B².
 
     Args:
       decoder_inputs: V arrays (B, d), ``dropout_v(z)``.
-      neighbours, masks: per view, the padded adjacency lists of ``A_v``.
+      neighbours, counts: per view, the padded adjacency lists of ``A_v`` and their lengths.
       pos_weight: scalar weight of the positive class.
       shared_inputs: all decoder inputs are the same array (dropout off): the dense part is
         computed once.
@@ -140,7 +141,7 @@ def reconstruction_loss(decoder_inputs: Sequence[jax.Array], neighbours: Sequenc
     else:
         dense = sum(dense_softplus_sum(zv, block, dtype) for zv in decoder_inputs)
     edges = sum(edge_correction_sum(zv, nb, m, pos_weight)
-                for zv, nb, m in zip(decoder_inputs, neighbours, masks))
+                for zv, nb, m in zip(decoder_inputs, neighbours, counts))
     return (dense + edges) / (n_views * float(n) * float(n))
 
 

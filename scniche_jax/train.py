@@ -74,7 +74,7 @@ class GraphBatch(NamedTuple):
 
     views: tuple[jraph.GraphsTuple, ...]
     neighbours: tuple[jax.Array, ...]
-    neighbour_masks: tuple[jax.Array, ...]
+    neighbour_counts: tuple[jax.Array, ...]
     mik: jax.Array
     consensus: jraph.GraphsTuple
     pos_weight: jax.Array
@@ -116,23 +116,30 @@ def assemble_batches(batches: Sequence[tuple[Sequence[ViewGraph], Consensus]]) -
                  for v in range(n_views)]
     cons_pad = max(c.senders.size for _, c in batches)
 
-    per_batch = []
-    for views, cons in batches:
-        graphs, nbrs, masks = [], [], []
+    def one(views, cons) -> GraphBatch:
+        graphs, nbrs, counts = [], [], []
         for v, view in enumerate(views):
             graphs.append(graphs_tuple(view.senders, view.receivers, n, nodes=view.features,
                                        n_edges_padded=edge_pad[v]))
-            nb, m = neighbour_lists(view.senders, view.receivers, n, width=nbr_width[v])
+            nb, c = neighbour_lists(view.senders, view.receivers, n, width=nbr_width[v])
             nbrs.append(nb)
-            masks.append(m)
+            counts.append(c)
         total_edges = sum(view.n_edges for view in views)
-        per_batch.append(GraphBatch(
-            views=tuple(graphs), neighbours=tuple(nbrs), neighbour_masks=tuple(masks),
+        return GraphBatch(
+            views=tuple(graphs), neighbours=tuple(nbrs), neighbour_counts=tuple(counts),
             mik=np.concatenate([view.mik for view in views], axis=1).astype(np.int32),
             consensus=graphs_tuple(cons.senders, cons.receivers, n, n_edges_padded=cons_pad),
             pos_weight=np.float32(pos_weight(n, total_edges)),
-            loss_gre=np.float32(cons.loss_gre)))
-    return jax.tree_util.tree_map(lambda *xs: np.stack(xs), *per_batch)
+            loss_gre=np.float32(cons.loss_gre))
+
+    # Filled in place, one batch at a time: peak memory is the stacked result plus one batch.
+    first = one(*batches[0])
+    stacked = jax.tree_util.tree_map(lambda x: np.empty((len(batches),) + np.shape(x), np.asarray(x).dtype), first)
+    for i, (views, cons) in enumerate(batches):
+        current = first if i == 0 else one(views, cons)
+        for dst, src in zip(jax.tree_util.tree_leaves(stacked), jax.tree_util.tree_leaves(current)):
+            dst[i] = src
+    return stacked
 
 
 def batch_at(batches: GraphBatch, i: int) -> GraphBatch:
@@ -172,7 +179,7 @@ def loss_fn(params, discriminator, batch: GraphBatch, negatives: jax.Array,
 def _loss(params, discriminator, batch, negatives, deterministic, rngs, settings):
     z, decoder_inputs = settings.mgae.apply({"params": params}, batch.views, batch.consensus,
                                             deterministic=deterministic, rngs=rngs)
-    rec = reconstruction_loss(decoder_inputs, batch.neighbours, batch.neighbour_masks, batch.pos_weight,
+    rec = reconstruction_loss(decoder_inputs, batch.neighbours, batch.neighbour_counts, batch.pos_weight,
                               shared_inputs=deterministic, block=settings.block,
                               dtype=settings.matmul_dtype)
     disc = settings.discriminator
