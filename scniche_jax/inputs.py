@@ -11,7 +11,7 @@ from typing import Sequence
 import anndata as ad
 import jax
 import numpy as np
-from tqdm.auto import tqdm
+from .progress import progress_bar
 
 from . import validation as val
 from .batching import first_occurrence, reference_batch_indices
@@ -76,7 +76,7 @@ def build_batches(features: Sequence[np.ndarray], batches: Sequence[np.ndarray],
                   config: ScnicheConfig, progress: bool = False) -> GraphBatch:
     """View graphs and consensus of every batch, stacked as one device ``GraphBatch``."""
     per_batch = []
-    for idx in tqdm(batches, desc="graphs", disable=not progress or len(batches) < 2, leave=False):
+    for idx in progress_bar(batches, desc="graphs", disable=not progress or len(batches) < 2, leave=False):
         graphs = [build_view_graph(f[idx], config.k_graph, config.mik) for f in features]
         consensus = build_consensus(gfn_params, graphs, config.gre_semantics, config.block_size)
         per_batch.append((graphs, consensus))

@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 
 import jax
 import numpy as np
-from tqdm.auto import tqdm
+from .progress import progress_bar
 
 from .config import ScnicheConfig
 from .stopping import (AriStop, LossStop, ari_stop_update, loss_stop_update, lr_plateau, lr_plateau_update,
@@ -79,7 +79,7 @@ def run_training(state: TrainState, graph_batches: GraphBatch, settings: StepSet
 
     stopped_by, epochs_run = "epochs", start_epoch
     last_ari = None
-    bar = tqdm(range(start_epoch, config.epochs), desc="scNiche", disable=not progress,
+    bar = progress_bar(range(start_epoch, config.epochs), desc="scNiche", disable=not progress,
                initial=start_epoch, total=config.epochs)
     try:
         for epoch in bar:

@@ -97,7 +97,19 @@ def _reference_runner(data, meta, tr, pp):
                             hidden_size=meta["hidden_size"], device="cpu", verbose=False)
 
 
-def _patch_reference(tr, data, meta, record):
+def _prepared_runner(args):
+    """The reference, a ``Runner`` on the case's graphs, patched to our weights; and the case."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    pp, tr = import_reference(os.environ["SCNICHE_REFERENCE_SRC"])
+    data, meta = _load_case(args.case)
+    adata, runner = _reference_runner(data, meta, tr, pp)
+    _patch_reference(data)
+    return runner, data, meta
+
+
+def _patch_reference(data):
     """Builds the reference's own modules with our weights, dropout 0, fixed MIM permutations."""
     import torch
 
@@ -132,11 +144,7 @@ def forward(args) -> None:
     import numpy as np
     import torch
 
-    torch.set_num_threads(args.threads)
-    pp, tr = import_reference(os.environ["SCNICHE_REFERENCE_SRC"])
-    data, meta = _load_case(args.case)
-    adata, runner = _reference_runner(data, meta, tr, pp)
-    _patch_reference(tr, data, meta, None)
+    runner, data, meta = _prepared_runner(args)
     train_module = sys.modules["scniche.trainer._train"]
     model = train_module.MGAE(runner.in_feats, runner.hidden_size_v, runner.hidden_size, runner.views,
                               runner.adj[0].shape[0])
@@ -164,13 +172,8 @@ def forward(args) -> None:
 def train(args) -> None:
     """``Runner.fit`` unchanged for ``--epochs`` from our weights, dropout off, fixed permutations."""
     import numpy as np
-    import torch
 
-    torch.set_num_threads(args.threads)
-    pp, tr = import_reference(os.environ["SCNICHE_REFERENCE_SRC"])
-    data, meta = _load_case(args.case)
-    adata, runner = _reference_runner(data, meta, tr, pp)
-    _patch_reference(tr, data, meta, None)
+    runner, data, meta = _prepared_runner(args)
     start = time.perf_counter()
     adata = runner.fit(lr=meta["lr"], epochs=args.epochs)
     seconds = time.perf_counter() - start

@@ -1,0 +1,12 @@
+"""Progress bars: tqdm's notebook-aware bar, without its warning when ipywidgets is absent."""
+from __future__ import annotations
+
+import warnings
+
+
+def progress_bar(iterable=None, **kwargs):
+    """``tqdm.auto.tqdm(iterable, **kwargs)``; a text bar where notebook widgets are missing."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from tqdm.auto import tqdm
+    return tqdm(iterable, **kwargs)
