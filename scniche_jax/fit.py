@@ -17,14 +17,14 @@ import numpy as np
 
 from . import validation as val
 from .batching import auto_batch_num
+from .checkpoint import check_writable_dir, latest_step, restore_checkpoint, save_checkpoint, to_numpy_tree
 from .config import DEFAULT_VIEWS, ScnicheConfig
 from .inputs import build_batches, check_settings, embedding, step_settings, view_features
 from .loop import run_training
 from .model import GraphFusionNetwork
-from .checkpoint import check_writable_dir, latest_step, restore_checkpoint, save_checkpoint, to_numpy_tree
 from .optimizer import TorchAdamState
-from .trained_model import Model, history_from_json
 from .train import batch_at, init_state
+from .trained_model import Model, history_from_json
 
 log = logging.getLogger(__name__)
 
