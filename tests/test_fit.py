@@ -4,15 +4,12 @@ import pytest
 import scipy.sparse as sp
 
 import scniche_jax as sj
-from scniche_jax.datasets import synthetic
+from conftest import synthetic_views
 
 
 @pytest.fixture(scope="module")
 def small():
-    a = synthetic(300, n_niches=4, n_cell_types=6, n_genes=20, seed=0)
-    sj.pp.cal_spatial_neighbors(a, "Cell_type", k_cutoff=10, verbose=False)
-    sj.pp.cal_spatial_exp(a, is_pca=True, n_comps=8, k_cutoff=10, verbose=False)
-    return a
+    return synthetic_views(300, n_niches=4, n_cell_types=6, n_genes=20, seed=0, k_cutoff=10, n_comps=8)
 
 
 def test_fit_full_graph_writes_only_the_embedding(small):

@@ -5,16 +5,13 @@ import numpy as np
 import pytest
 
 import scniche_jax as sj
+from conftest import synthetic_views
 from scniche_jax import loop as loop_module
-from scniche_jax.datasets import synthetic
 
 
 @pytest.fixture(scope="module")
 def small():
-    a = synthetic(240, n_niches=3, n_cell_types=5, n_genes=15, seed=1)
-    sj.pp.cal_spatial_neighbors(a, "Cell_type", k_cutoff=10, verbose=False)
-    sj.pp.cal_spatial_exp(a, is_pca=True, n_comps=6, k_cutoff=10, verbose=False)
-    return a
+    return synthetic_views(240, n_niches=3, n_cell_types=5, n_genes=15, seed=1, k_cutoff=10, n_comps=6)
 
 
 def _fit(a, **kw):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import scniche_jax as sj
+from conftest import synthetic_views
 from scniche_jax import checkpoint as ckpt_module
 from scniche_jax import trained_model as tm_module
 from scniche_jax.datasets import synthetic
@@ -20,10 +21,7 @@ KEYS_JSON = Path(__file__).resolve().parents[2] / "shared" / "parity" / "referen
 @pytest.fixture(scope="module")
 def n256():
     """256 cells with views of widths 10, 20, 20, like the reference fixture."""
-    a = synthetic(256, n_niches=5, n_cell_types=10, n_genes=30, seed=0)
-    sj.pp.cal_spatial_neighbors(a, "Cell_type", k_cutoff=20, verbose=False)
-    sj.pp.cal_spatial_exp(a, is_pca=True, n_comps=20, k_cutoff=20, verbose=False)
-    return a
+    return synthetic_views(256, n_niches=5, n_cell_types=10, n_genes=30, seed=0, k_cutoff=20, n_comps=20)
 
 
 @pytest.fixture(scope="module")
