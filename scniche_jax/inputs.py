@@ -6,6 +6,8 @@ gather that turns batch embeddings into one row per cell.
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import anndata as ad
@@ -74,12 +76,21 @@ def check_settings(n_cells: int, views, hidden_size_v, hidden_size, k_graph, mik
 
 def build_batches(features: Sequence[np.ndarray], batches: Sequence[np.ndarray], gfn_params,
                   config: ScnicheConfig, progress: bool = False) -> GraphBatch:
-    """View graphs and consensus of every batch, stacked as one device ``GraphBatch``."""
-    per_batch = []
-    for idx in progress_bar(batches, desc="graphs", disable=not progress or len(batches) < 2, leave=False):
-        graphs = [build_view_graph(f[idx], config.k_graph, config.mik) for f in features]
-        consensus = build_consensus(gfn_params, graphs, config.gre_semantics, config.block_size)
-        per_batch.append((graphs, consensus))
+    """View graphs and consensus of every batch, stacked as one device ``GraphBatch``.
+
+    The kNN searches of all batches run in a thread pool (scikit-learn's tree queries release
+    the GIL); the fusion network then runs batch after batch on the device. The result does
+    not depend on the number of threads.
+    """
+    def view_graphs(idx):
+        return [build_view_graph(f[idx], config.k_graph, config.mik) for f in features]
+
+    workers = min(len(batches), os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        graphs_per_batch = pool.map(view_graphs, batches)
+        per_batch = [(graphs, build_consensus(gfn_params, graphs, config.gre_semantics, config.block_size))
+                     for graphs in progress_bar(graphs_per_batch, total=len(batches), desc="graphs",
+                                                disable=not progress or len(batches) < 2, leave=False)]
     return jax.device_put(assemble_batches(per_batch))
 
 

@@ -124,3 +124,24 @@ def test_write_h5ad_after_fit(small, tmp_path):
     path = tmp_path / "out.h5ad"
     a.write_h5ad(path)
     assert ad.read_h5ad(path).obsm["X_scniche"].shape == (300, 10)
+
+
+def test_graph_building_does_not_depend_on_threads(small, monkeypatch):
+    import jax
+
+    from scniche_jax import inputs
+    from scniche_jax.batching import reference_batch_indices
+    from scniche_jax.config import ScnicheConfig
+    from scniche_jax.model import GraphFusionNetwork
+
+    views = ("X_cn_norm", "X_data", "X_data_nbr")
+    features = inputs.view_features(small, views)
+    batches = reference_batch_indices(small.n_obs, 3)
+    config = ScnicheConfig(views=views, input_sizes=tuple(f.shape[1] for f in features), k_graph=10,
+                           batch_num=3, batch_size=batches[0].size)
+    gfn = GraphFusionNetwork(config.batch_size).init(jax.random.key(0), np.zeros((1, config.batch_size)))["params"]
+    parallel = inputs.build_batches(features, batches, gfn, config)
+    monkeypatch.setattr(inputs.os, "cpu_count", lambda: 1)
+    serial = inputs.build_batches(features, batches, gfn, config)
+    for x, y in zip(jax.tree_util.tree_leaves(parallel), jax.tree_util.tree_leaves(serial)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
