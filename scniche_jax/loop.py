@@ -80,7 +80,7 @@ def run_training(state: TrainState, graph_batches: GraphBatch, settings: StepSet
     stopped_by, epochs_run = "epochs", start_epoch
     last_ari = None
     bar = progress_bar(range(start_epoch, config.epochs), desc="scNiche", disable=not progress,
-               initial=start_epoch, total=config.epochs)
+                       initial=start_epoch, total=config.epochs)
     try:
         for epoch in bar:
             lr_now = config.lr * (plateau.scale if plateau is not None else 1.0)
