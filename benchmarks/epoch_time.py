@@ -79,7 +79,7 @@ def run_one(spec: str, epochs: int, warmup: int) -> dict:
     stats = jax.devices()[0].memory_stats() or {}
     device_peak_gb = stats.get("peak_bytes_in_use", 0) / 1e9 or None
     return {"config": spec, "cells": n_cells, "batches": batch_num or 1, "batch_size": size,
-            "precision": precision, "epoch_s_median": float(np.median(times)), "epoch_s_min": float(np.min(times)),
+            "precision": precision, "epoch_s_median": float(np.median(times)), "epoch_s_min": float(np.min(times)), "epoch_s_total": float(np.sum(times)),
             "preprocess_s": t_pp, "graphs_and_consensus_s": t_graphs, "warmup_s": t_compile, "peak_rss_gb": peak_gb, "device_peak_gb": device_peak_gb,
             "allocator": os.environ.get("LD_PRELOAD") or "glibc malloc", "device": str(jax.devices()[0]),
             "jax": jax.__version__}

@@ -182,6 +182,52 @@ def train(args) -> None:
              seconds=np.array(seconds), **final)
 
 
+def bench(args) -> None:
+    """Times the reference on one synthetic dataset: preprocessing, graphs, epochs, peak RSS."""
+    import resource
+
+    import anndata as ad
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(args.threads)
+    pp, tr = import_reference(os.environ["SCNICHE_REFERENCE_SRC"])
+    train_module = sys.modules["scniche.trainer._train"]
+    stamps = []
+
+    class TimedTqdm(train_module.tqdm):
+        def __iter__(self):
+            for item in super().__iter__():
+                stamps.append(time.perf_counter())
+                yield item
+
+    train_module.tqdm = TimedTqdm
+    adata = ad.read_h5ad(args.h5ad)
+    start = time.perf_counter()
+    adata = pp.cal_spatial_neighbors(adata, celltype_key="Cell_type", k_cutoff=20, verbose=False)
+    adata = pp.cal_spatial_exp(adata, is_pca=True, n_comps=20, k_cutoff=20, verbose=False)
+    t_pp = time.perf_counter() - start
+    start = time.perf_counter()
+    if args.batch_num:
+        adata = pp.prepare_data_batch(adata, batch_num=args.batch_num, verbose=False)
+    else:
+        adata = pp.prepare_data(adata, verbose=False)
+    t_graphs = time.perf_counter() - start
+    out = {"preprocess_s": t_pp, "graphs_s": t_graphs}
+    if args.epochs > 0:
+        torch.manual_seed(0)
+        runner = (tr.Runner_batch if args.batch_num else tr.Runner)(adata, device="cpu", verbose=False)
+        start = time.perf_counter()
+        runner.fit(lr=0.01, epochs=args.epochs)
+        out["fit_s"] = time.perf_counter() - start
+        per_epoch = np.diff(stamps[: args.epochs])[args.warmup:]
+        out["epoch_s_median"] = float(np.median(per_epoch))
+    out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    out["torch"] = torch.__version__
+    with open(args.out, "w") as handle:
+        json.dump(out, handle)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="job", required=True)
@@ -199,8 +245,15 @@ def main() -> None:
         q.add_argument("--epochs", type=int, default=20)
         q.add_argument("--threads", type=int, default=2)
         q.add_argument("--out", required=True)
+    b = sub.add_parser("bench", help="time the reference on a synthetic .h5ad")
+    b.add_argument("--h5ad", required=True)
+    b.add_argument("--batch-num", type=int, default=None)
+    b.add_argument("--epochs", type=int, default=22, help="0: preprocessing and graphs only")
+    b.add_argument("--warmup", type=int, default=1)
+    b.add_argument("--threads", type=int, default=2)
+    b.add_argument("--out", required=True)
     args = parser.parse_args()
-    {"osmfish": osmfish, "forward": forward, "train": train}[args.job](args)
+    {"osmfish": osmfish, "forward": forward, "train": train, "bench": bench}[args.job](args)
 
 
 if __name__ == "__main__":
