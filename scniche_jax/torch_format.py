@@ -8,7 +8,17 @@ kernels (in, out).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, NamedTuple
+import hashlib
+import io
+import os
+import pickle
+import struct
+import tempfile
+import zipfile
+import zlib
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Mapping, NamedTuple, Union
 
 import jax
 import numpy as np
@@ -82,17 +92,6 @@ def discriminator_params_from_state_dict(state: Mapping[str, Any]) -> Params:
 # requires_grad, hooks)`` and every storage a persistent id ``('storage', torch.FloatStorage,
 # key, 'cpu', numel)``), the raw little-endian bytes of each storage in ``<name>/data/<key>``
 # (aligned to 64 bytes so torch can mmap them), ``<name>/byteorder`` and ``<name>/version``.
-
-import hashlib
-import io
-import os
-import pickle
-import struct
-import tempfile
-import zipfile
-from collections import OrderedDict
-from pathlib import Path
-from typing import Union
 
 _STORAGE_OF_DTYPE = {
     np.dtype(np.float32): "FloatStorage", np.dtype(np.float64): "DoubleStorage",
@@ -328,12 +327,6 @@ def load_torch(path_or_bytes: Union[str, os.PathLike, bytes]) -> Any:
                 return _RestrictedUnpickler(handle, zf, prefix, name).load()
     except UnsafeTorchFileError:
         raise
-    except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, zlib_error(), struct.error, KeyError,
+    except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, zlib.error, struct.error, KeyError,
             IndexError, TypeError) as err:
         raise ValueError(f"{name} is truncated or corrupted and cannot be read as a torch file ({err})") from err
-
-
-def zlib_error():
-    import zlib
-
-    return zlib.error
