@@ -98,15 +98,31 @@ def fixed_size_batches(n_cells: int, batch_size: int, seed: int = 0) -> list[np.
 AUTO_BATCH_CELLS = {"cpu": 1000, "gpu": 5000}
 
 
-def auto_batch_num(n_cells: int, platform: str, cells_per_batch: int | None = None) -> int | None:
+def auto_batch_num(n_cells: int, platform: str, cells_per_batch: int | None = None,
+                   n_devices: int = 1) -> int | None:
     """``batch_num`` for about ``cells_per_batch`` cells per batch (None: one full graph).
 
     Args:
       n_cells: number of cells.
       platform: JAX platform name (``'cpu'``, ``'gpu'``, ``'cuda'``, ``'tpu'``).
       cells_per_batch: target size; the platform's default when None.
+      n_devices: data-parallel devices; the count is rounded up to a multiple of it.
     """
     target = cells_per_batch or AUTO_BATCH_CELLS["cpu" if platform == "cpu" else "gpu"]
-    if n_cells <= target:
+    if n_cells <= target and n_devices == 1:
         return None
-    return max(2, int(round(n_cells / target)))
+    count = max(2, int(round(n_cells / target)))
+    count = -(-count // n_devices) * n_devices
+    while not splits_cleanly(n_cells, count) and count + n_devices <= n_cells:
+        count += n_devices  # the reference's second splitting rule would drop cells
+    return count
+
+
+def batch_size_of(n_cells: int, batch_num: int) -> int:
+    """Cells per batch of :func:`reference_batch_indices` (its first splitting rule)."""
+    return -(-n_cells // batch_num)
+
+
+def splits_cleanly(n_cells: int, batch_num: int) -> bool:
+    """Whether ``batch_num`` avoids the reference's second splitting rule (every cell kept)."""
+    return n_cells % batch_num < n_cells // batch_num

@@ -37,6 +37,8 @@ class ScnicheConfig:
         ``ari_every`` epochs, KMeans with ``ari_k`` clusters on the embedding and its ARI
         against the previous probe; stop after ``ari_stop_patience`` probes in a row at or
         above ``ari_stop_threshold``.
+      n_devices: devices of data-parallel training; each optimizer step averages the
+        gradients of ``n_devices`` consecutive batches (1: one step per batch).
     """
 
     views: tuple[str, ...] = DEFAULT_VIEWS
@@ -65,6 +67,7 @@ class ScnicheConfig:
     ari_k: int = 10
     ari_stop_threshold: Optional[float] = None
     ari_stop_patience: int = 2
+    n_devices: int = 1
 
     @property
     def latent_dim(self) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -16,13 +17,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import validation as val
-from .batching import auto_batch_num
+from .batching import auto_batch_num, batch_size_of
 from .checkpoint import check_writable_dir, latest_step, restore_checkpoint, save_checkpoint, to_numpy_tree
 from .config import DEFAULT_VIEWS, ScnicheConfig
-from .inputs import build_batches, check_settings, embedding, step_settings, view_features
+from .inputs import build_host_batches, check_settings, embedding, step_settings, view_features
 from .loop import run_training
+from .memory import available_bytes, check_memory
 from .model import GraphFusionNetwork
 from .optimizer import TorchAdamState
+from .progress import progress_write
+from .parallel import check_devices, data_mesh, parallel_train_epoch, place_batches, replicate
 from .train import batch_at, init_state
 from .trained_model import Model, history_from_json
 
@@ -61,7 +65,9 @@ def fit(adata: ad.AnnData, *, views: Optional[Sequence[str]] = None,
         ari_every: Optional[int] = None, ari_k: int = 10, ari_stop_threshold: Optional[float] = None,
         ari_stop_patience: int = 2, dropout: float = 0.1, deterministic_embedding: bool = True,
         gre_semantics: str = "gpu", block_size: int = 1024, key_added: str = "X_scniche",
-        checkpoint_dir: Optional[str] = None, checkpoint_every: int = 10, resume: bool = False) -> Model:
+        checkpoint_dir: Optional[str] = None, checkpoint_every: int = 10, resume: bool = False,
+        devices: Optional[Sequence[jax.Device]] = None, memory_limit: Optional[float] = None,
+        cells_per_batch: Optional[int] = None) -> Model:
     """Trains scNiche on ``adata`` and writes the embedding to ``adata.obsm[key_added]``.
 
     Args:
@@ -103,6 +109,13 @@ def fit(adata: ad.AnnData, *, views: Optional[Sequence[str]] = None,
       resume: continue from the newest checkpoint in ``checkpoint_dir`` (the run must use
         the same data and model settings; ``epochs`` and stopping options may change). It
         reaches the same state as an uninterrupted run of the same seed.
+      devices: train data-parallel on these devices (e.g. ``jax.devices()``): each step
+        trains one batch per device and averages their gradients, so ``batch_num`` must be a
+        multiple of ``len(devices)`` (``"auto"`` rounds up to one). None (or one device)
+        trains on the default device, one step per batch. See :mod:`scniche_jax.parallel`.
+      memory_limit: bytes one device may use; None takes 90 % of what is free (RAM on a
+        CPU). A run estimated to need more (:mod:`scniche_jax.memory`) is refused before
+        any work, with a ``batch_num`` that fits.
 
     Returns:
       The trained :class:`Model`; its ``history`` holds losses, LRs, ARIs and why training
@@ -110,10 +123,22 @@ def fit(adata: ad.AnnData, *, views: Optional[Sequence[str]] = None,
     """
     views = tuple(DEFAULT_VIEWS if views is None else ([views] if isinstance(views, str) else views))
     val.check_unique_obs_names(adata)
+    device_list = None if devices is None else check_devices(devices, batch_num)
+    n_devices = 1 if device_list is None else len(device_list)
     if isinstance(batch_num, str) and batch_num == "auto":
-        batch_num = auto_batch_num(adata.n_obs, jax.default_backend())
-        log.info("batch_num='auto' chose %s for %d cells on %s", batch_num or "the full graph",
-                 adata.n_obs, jax.default_backend())
+        platform = jax.default_backend() if device_list is None else device_list[0].platform
+        if cells_per_batch is not None:
+            val.check_positive_int(cells_per_batch, "cells_per_batch", minimum=2)
+        batch_num = auto_batch_num(adata.n_obs, platform, cells_per_batch, n_devices=n_devices)
+        chosen = ("the full graph" if batch_num is None else
+                  f"batch_num={batch_num} (batches of {batch_size_of(adata.n_obs, batch_num):,} cells)")
+        message = (f"scniche_jax: batch_num='auto' chose {chosen} for {adata.n_obs:,} cells on {n_devices} "
+                   f"{platform} device(s)")
+        log.info(message)
+        if progress:
+            progress_write(message)
+    elif cells_per_batch is not None:
+        raise ValueError("cells_per_batch only applies to batch_num='auto'; pass batch_num='auto' or drop it.")
     batches, size = check_settings(adata.n_obs, views, tuple(hidden_size_v), tuple(hidden_size), k_graph,
                                     mik, batch_num, epochs, lr, precision, dropout, gre_semantics, block_size)
     _check_stopping(patience, min_delta, lr_patience, lr_factor, min_lr, lr, ari_every, ari_k,
@@ -126,6 +151,12 @@ def fit(adata: ad.AnnData, *, views: Optional[Sequence[str]] = None,
     elif resume:
         raise ValueError("resume=True needs checkpoint_dir, the folder of the checkpoints to resume from.")
     features = view_features(adata, views)
+    device = device_list[0] if device_list else jax.devices()[0]
+    if memory_limit is not None and not (isinstance(memory_limit, (int, float)) and memory_limit > 0):
+        raise ValueError(f"memory_limit must be a number of bytes > 0, got {memory_limit!r}.")
+    check_memory(adata.n_obs, batch_num, size, [f.shape[1] for f in features], hidden_size_v, hidden_size,
+                 k_graph, mik, block_size, precision, n_devices, device.platform,
+                 int(memory_limit if memory_limit is not None else 0.9 * available_bytes(device)))
     config = ScnicheConfig(views=views, input_sizes=tuple(f.shape[1] for f in features),
                            hidden_size_v=tuple(int(h) for h in hidden_size_v),
                            hidden_size=tuple(int(h) for h in hidden_size), k_graph=int(k_graph),
@@ -136,7 +167,7 @@ def fit(adata: ad.AnnData, *, views: Optional[Sequence[str]] = None,
                            patience=patience, min_delta=float(min_delta), restore_best=bool(restore_best),
                            lr_patience=lr_patience, lr_factor=float(lr_factor), min_lr=float(min_lr),
                            ari_every=ari_every, ari_k=int(ari_k), ari_stop_threshold=ari_stop_threshold,
-                           ari_stop_patience=int(ari_stop_patience))
+                           ari_stop_patience=int(ari_stop_patience), n_devices=n_devices)
     settings = step_settings(config)
     key = jax.random.key(seed)
     k_init, k_gfn, k_train, k_embed = jax.random.split(key, 4)
@@ -145,8 +176,11 @@ def fit(adata: ad.AnnData, *, views: Optional[Sequence[str]] = None,
     resumed = _resume_point(checkpoint_dir, config) if resume else None
     if resumed is not None:
         gfn_params = resumed["gfn"]
-    graph_batches = build_batches(features, batches, gfn_params, config, progress)
-    state = init_state(k_init, batch_at(graph_batches, 0), settings)
+    host_batches = build_host_batches(features, batches, gfn_params, config, progress)
+    state = init_state(k_init, batch_at(host_batches, 0), settings)
+    mesh = data_mesh(device_list) if n_devices > 1 else None
+    graph_batches = jax.device_put(host_batches) if mesh is None else place_batches(host_batches, mesh)
+    del host_batches
     extra = {}
     if resumed is not None:
         state = state._replace(params=resumed["params"], opt_state=resumed["opt_state"],
@@ -158,13 +192,16 @@ def fit(adata: ad.AnnData, *, views: Optional[Sequence[str]] = None,
         extra["checkpoint"] = lambda epochs_run, snap: _save_training_checkpoint(
             checkpoint_dir, epochs_run, snap, gfn_params, config)
         extra["checkpoint_every"] = checkpoint_every
+    if mesh is not None:
+        state = replicate(state, mesh)
+        extra["epoch_fn"] = partial(parallel_train_epoch, mesh=mesh)
     probe = lambda params: embedding(params, graph_batches, batches, adata.n_obs,
-                                     replace(config, deterministic_embedding=True), None)
+                                     replace(config, deterministic_embedding=True), None, mesh)
     state, final_params, history = run_training(state, graph_batches, settings, config, k_train, probe, progress,
                                                 **extra)
     model = Model(config, jax.device_get(final_params), jax.device_get(gfn_params),
                   jax.device_get(state.discriminator), history, jax.device_get(state.opt_state))
-    adata.obsm[key_added] = embedding(final_params, graph_batches, batches, adata.n_obs, config, k_embed)
+    adata.obsm[key_added] = embedding(final_params, graph_batches, batches, adata.n_obs, config, k_embed, mesh)
     return model
 
 

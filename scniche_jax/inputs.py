@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
+from typing import Optional, Sequence
 
 import anndata as ad
 import jax
 import numpy as np
+from jax.sharding import Mesh
+
 from .progress import progress_bar
 
 from . import validation as val
@@ -20,6 +22,7 @@ from .batching import first_occurrence, reference_batch_indices
 from .config import ScnicheConfig
 from .consensus import build_consensus
 from .graphs import build_view_graph
+from .parallel import parallel_embed_batches
 from .train import PRECISIONS, GraphBatch, StepSettings, assemble_batches, embed_batches
 
 
@@ -76,7 +79,13 @@ def check_settings(n_cells: int, views, hidden_size_v, hidden_size, k_graph, mik
 
 def build_batches(features: Sequence[np.ndarray], batches: Sequence[np.ndarray], gfn_params,
                   config: ScnicheConfig, progress: bool = False) -> GraphBatch:
-    """View graphs and consensus of every batch, stacked as one device ``GraphBatch``.
+    """:func:`build_host_batches`, placed on the default device."""
+    return jax.device_put(build_host_batches(features, batches, gfn_params, config, progress))
+
+
+def build_host_batches(features: Sequence[np.ndarray], batches: Sequence[np.ndarray], gfn_params,
+                       config: ScnicheConfig, progress: bool = False) -> GraphBatch:
+    """View graphs and consensus of every batch, stacked as one host ``GraphBatch``.
 
     The kNN searches of all batches run in a thread pool (scikit-learn's tree queries release
     the GIL); the fusion network then runs batch after batch on the device. The result does
@@ -91,7 +100,7 @@ def build_batches(features: Sequence[np.ndarray], batches: Sequence[np.ndarray],
         per_batch = [(graphs, build_consensus(gfn_params, graphs, config.gre_semantics, config.block_size))
                      for graphs in progress_bar(graphs_per_batch, total=len(batches), desc="graphs",
                                                 disable=not progress or len(batches) < 2, leave=False)]
-    return jax.device_put(assemble_batches(per_batch))
+    return assemble_batches(per_batch)
 
 
 def step_settings(config: ScnicheConfig) -> StepSettings:
@@ -101,15 +110,19 @@ def step_settings(config: ScnicheConfig) -> StepSettings:
 
 
 def embedding(params, graph_batches: GraphBatch, batches, n_cells: int, config: ScnicheConfig,
-              dropout_key) -> np.ndarray:
+              dropout_key, mesh: Optional[Mesh] = None) -> np.ndarray:
     """One embedding row per cell (its first occurrence across batches), float32.
 
-    Dropout stays off unless ``config.deterministic_embedding`` is False.
+    Dropout stays off unless ``config.deterministic_embedding`` is False. With ``mesh`` the
+    batches are the sharded ones of :func:`parallel.place_batches`.
     """
     if config.deterministic_embedding:
         dropout_key = None
     elif dropout_key is None:
         dropout_key = jax.random.fold_in(jax.random.key(config.seed), 1)
-    z = np.asarray(embed_batches(params, graph_batches, dropout_key, step_settings(config)))
+    if mesh is None:
+        z = np.asarray(embed_batches(params, graph_batches, dropout_key, step_settings(config)))
+    else:
+        z = np.asarray(parallel_embed_batches(params, graph_batches, dropout_key, step_settings(config), mesh))
     which, row = first_occurrence(list(batches), n_cells)
     return np.ascontiguousarray(z[which, row], dtype=np.float32)

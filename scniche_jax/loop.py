@@ -14,11 +14,11 @@ from typing import Any, Callable, Optional
 
 import jax
 import numpy as np
-from .progress import progress_bar
 
 from .config import ScnicheConfig
 from .stopping import (AriStop, LossStop, ari_stop_update, loss_stop_update, lr_plateau, lr_plateau_update,
                        probe_labels)
+from .progress import progress_bar
 from .train import GraphBatch, StepSettings, TrainState, train_epoch
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,8 @@ def run_training(state: TrainState, graph_batches: GraphBatch, settings: StepSet
                  progress: bool = True, history: Optional[dict] = None, start_epoch: int = 0,
                  best_params: Any = None, ari_labels: Optional[np.ndarray] = None,
                  checkpoint: Optional[Callable[[int, dict], None]] = None,
-                 checkpoint_every: Optional[int] = None) -> tuple[TrainState, Any, dict]:
+                 checkpoint_every: Optional[int] = None,
+                 epoch_fn: Optional[Callable[..., tuple[TrainState, Any]]] = None) -> tuple[TrainState, Any, dict]:
     """Trains until ``config.epochs``, a plateau of the loss, a stable ARI, Ctrl-C or a NaN.
 
     Args:
@@ -55,12 +56,15 @@ def run_training(state: TrainState, graph_batches: GraphBatch, settings: StepSet
         and once at the end; the snapshot holds ``state``, ``best_params``, ``ari_labels``
         and ``history``.
       checkpoint_every: epochs between checkpoints.
+      epoch_fn: ``(state, batches, key, settings) -> (state, losses)``; :func:`train.train_epoch`
+        when None (data parallelism passes its sharded epoch).
 
     Returns:
       ``(state, final_params, history)``: the last state, the parameters the embedding should
       use (the best-loss ones with ``restore_best``), and the history with ``early_stop``.
     """
     history = empty_history() if history is None else history
+    epoch_fn = train_epoch if epoch_fn is None else epoch_fn
     plateau = (lr_plateau(config.lr, config.lr_patience, config.lr_factor, config.min_lr)
                if config.lr_patience is not None else None)
     loss_stop, ari_stop = LossStop(), AriStop()
@@ -86,7 +90,7 @@ def run_training(state: TrainState, graph_batches: GraphBatch, settings: StepSet
             lr_now = config.lr * (plateau.scale if plateau is not None else 1.0)
             previous = state
             state = state._replace(lr_scale=np.float32(lr_now / config.lr))
-            state, losses = train_epoch(state, graph_batches, jax.random.fold_in(key, epoch), settings)
+            state, losses = epoch_fn(state, graph_batches, jax.random.fold_in(key, epoch), settings)
             epoch_losses = {name: float(np.sum(np.asarray(getattr(losses, name)))) for name in LOSS_NAMES}
             if not math.isfinite(epoch_losses["total"]):
                 state = previous

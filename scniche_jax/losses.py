@@ -32,9 +32,18 @@ def _matmul(a: jax.Array, b: jax.Array, dtype) -> jax.Array:
                    preferred_element_type=jnp.float32)
 
 
+def loss_block(n_cells: int, block_size: int) -> int:
+    """Rows per block of the B² loss: ``block_size``, but at least two blocks.
+
+    XLA unrolls a one-trip loop, and the views' B² intermediates then live side by side
+    (measured: 8 B×B fp32 arrays instead of 3.5 block×B).
+    """
+    return min(block_size, max(-(-n_cells // 2), 1))
+
+
 def _dense_softplus_value_and_grad(z: jax.Array, block: int, dtype) -> tuple[jax.Array, jax.Array]:
     n, d = z.shape
-    block = min(block, n)
+    block = loss_block(n, block)
     n_blocks = -(-n // block)
     z_rows = jnp.pad(z, ((0, n_blocks * block - n), (0, 0)))
     row_ids = jnp.arange(block)
@@ -77,15 +86,33 @@ def _dense_bwd(block, dtype, grad, cotangent):
 dense_softplus_sum.defvjp(_dense_fwd, _dense_bwd)
 
 
+# Neighbour-list columns per chunk of the edge term: its gathered (B, chunk, d) block is the
+# step's working memory, whatever the widest row (a hub) makes the padded width.
+EDGE_CHUNK = 32
+
+
 def _edge_value_and_grad(z, neighbours, counts, pos_weight):
-    mask = (jnp.arange(neighbours.shape[1])[None, :] < counts[:, None]).astype(jnp.float32)
-    zn = z[neighbours]  # (B, D, d)
-    x = jnp.einsum("bd,bkd->bk", z, zn, precision=jax.lax.Precision.HIGHEST)
-    softplus_neg, sigmoid_neg = _softplus_and_sigmoid(-x)
-    value = jnp.sum(mask * ((pos_weight - 1.0) * softplus_neg - x))
-    slope = mask * (-(pos_weight - 1.0) * sigmoid_neg - 1.0)
-    grad = 2.0 * jnp.einsum("bk,bkd->bd", slope, zn, precision=jax.lax.Precision.HIGHEST)
-    return value, grad
+    n, width = neighbours.shape
+    chunk = min(EDGE_CHUNK, width)
+    n_chunks = -(-width // chunk)
+    padded = jnp.pad(neighbours, ((0, 0), (0, n_chunks * chunk - width)))
+    columns = jnp.arange(chunk)
+
+    def one_chunk(carry, c):
+        value, grad = carry
+        nb = jax.lax.dynamic_slice_in_dim(padded, c * chunk, chunk, axis=1)
+        mask = ((c * chunk + columns)[None, :] < counts[:, None]).astype(jnp.float32)
+        zn = z[nb]  # (B, chunk, d)
+        x = jnp.einsum("bd,bkd->bk", z, zn, precision=jax.lax.Precision.HIGHEST)
+        softplus_neg, sigmoid_neg = _softplus_and_sigmoid(-x)
+        value = value + jnp.sum(mask * ((pos_weight - 1.0) * softplus_neg - x))
+        slope = mask * (-(pos_weight - 1.0) * sigmoid_neg - 1.0)
+        grad = grad + jnp.einsum("bk,bkd->bd", slope, zn, precision=jax.lax.Precision.HIGHEST)
+        return (value, grad), None
+
+    init = (jnp.zeros((), jnp.float32), jnp.zeros_like(z))
+    (value, grad), _ = jax.lax.scan(one_chunk, init, jnp.arange(n_chunks))
+    return value, 2.0 * grad
 
 
 @jax.custom_vjp

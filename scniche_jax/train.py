@@ -204,12 +204,18 @@ def train_step_with_negatives(state: TrainState, batch: GraphBatch, negatives: j
     return apply_gradients(state, grads, settings), losses, grads, z
 
 
-def _random_step(state: TrainState, batch: GraphBatch, key: jax.Array, settings: StepSettings):
+def batch_gradients(state: TrainState, batch: GraphBatch, key: jax.Array, settings: StepSettings):
+    """Gradients and losses of one batch with fresh negatives and dropout drawn from ``key``."""
     k_neg, k_drop = jax.random.split(key)
     negatives = sample_negatives(k_neg, batch.mik.shape[1], batch.mik.shape[0])
     dropout_key = k_drop if settings.dropout > 0.0 else None
     grads, (losses, _) = jax.grad(loss_fn, has_aux=True)(
         state.params, state.discriminator, batch, negatives, dropout_key, settings)
+    return grads, losses
+
+
+def _random_step(state: TrainState, batch: GraphBatch, key: jax.Array, settings: StepSettings):
+    grads, losses = batch_gradients(state, batch, key, settings)
     return apply_gradients(state, grads, settings), losses
 
 
@@ -240,15 +246,18 @@ def train_epoch(state: TrainState, batches: GraphBatch, key: jax.Array, settings
 def embed_batches(params, batches: GraphBatch, dropout_key: jax.Array | None, settings: StepSettings):
     """Embeddings of every batch, (n_batches, B, d); dropout on only with a key."""
     deterministic = dropout_key is None or settings.dropout == 0.0
-    n_batches = batches.mik.shape[0]
-    keys = None if deterministic else jax.random.split(dropout_key, n_batches)
+    keys = None if deterministic else jax.random.split(dropout_key, batches.mik.shape[0])
+    return embed_each(params, batches, keys, settings)
 
+
+def embed_each(params, batches: GraphBatch, keys: jax.Array | None, settings: StepSettings) -> jax.Array:
+    """Embeddings of stacked batches, batch ``i`` with dropout key ``keys[i]`` (None: off)."""
     def one(i):
         batch = jax.tree_util.tree_map(lambda x: x[i], batches)
-        rngs = None if deterministic else {"dropout": keys[i]}
+        rngs = None if keys is None else {"dropout": keys[i]}
         z, _ = settings.mgae.apply({"params": params}, batch.views, batch.consensus,
-                                   deterministic=deterministic, rngs=rngs)
+                                   deterministic=keys is None, rngs=rngs)
         return z
 
     with fp32_matmuls():
-        return jax.lax.map(one, jnp.arange(n_batches))
+        return jax.lax.map(one, jnp.arange(batches.mik.shape[0]))

@@ -28,7 +28,9 @@ def test_dense_softplus_sum_value_and_grad(n, block):
     naive = lambda z: jnp.sum(jax.nn.softplus(z @ z.T))
     value, grad = jax.value_and_grad(lambda z: dense_softplus_sum(z, block, jnp.float32))(z)
     np.testing.assert_allclose(value, naive(z), rtol=1e-6)
-    np.testing.assert_allclose(grad, jax.grad(naive)(z), rtol=1e-5, atol=1e-6)
+    expected = jax.grad(naive)(z)
+    # fp32 sums of n terms in another order: absolute error scales with the largest entry
+    np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-6 * float(jnp.abs(expected).max()))
 
 
 def test_dense_softplus_sum_bf16_is_close():
