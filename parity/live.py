@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -135,3 +135,14 @@ def our_train(case: Case, epochs: int) -> dict:
         loss.append(float(losses.total))
     z = np.asarray(embed_batches(state.params, batches, None, case.settings)[0])
     return {"z": z, "loss": np.array(loss)}
+
+
+def one_ulp_apart(case: Case, seed: int = 0) -> Case:
+    """The case with every initial MGAE weight moved by one fp32 ulp (random sign).
+
+    The reference run from these weights shows how far fp32 rounding alone can carry its
+    own trajectory: the floor below which no fp32 implementation can be asked to agree.
+    """
+    rng = np.random.default_rng(seed)
+    nudge = lambda x: (np.asarray(x) * (1 + rng.choice([-1.0, 1.0], size=np.shape(x)) * 2.0 ** -23)).astype(np.float32)
+    return replace(case, params=jax.tree_util.tree_map(nudge, case.params))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from scniche_jax.graphs import neighbour_lists, symmetric_knn_adjacency
-from scniche_jax.losses import (MIM_EPS, dense_softplus_sum, edge_correction_sum, mutual_info_loss,
+from scniche_jax.losses import (MIM_EPS, dense_softplus_sum, edge_correction_sum, mutual_info_loss, one_minus,
                                 reconstruction_loss, sample_negatives)
 
 
@@ -107,6 +107,19 @@ def test_mim_matches_formula():
         ng = sig(np.concatenate([zn, zn[np.asarray(neg[t])]], 1) @ np.asarray(w, np.float64))
         expected += -np.mean(np.log(pos + 1e-6) + np.log(1 - ng + 1e-6))
     np.testing.assert_allclose(float(mutual_info_loss(disc, z, mik, neg)), expected, rtol=1e-5)
+
+
+def test_saturated_negative_term_keeps_pytorchs_order_of_operations():
+    """log(1 − D + ε) where D rounds to 1: PyTorch adds ε to the rounded 1 − D, in fp32."""
+    logits = np.linspace(8.0, 20.0, 2001).astype(np.float32)
+    d = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)  # the fp32 sigmoid both libraries compute
+    one_minus_d = (np.float32(1.0) - d).astype(np.float32)
+    expected = np.log((one_minus_d + np.float32(MIM_EPS)).astype(np.float32).astype(np.float64))
+    ours = np.asarray(jax.jit(lambda x: jnp.log(one_minus(x) + MIM_EPS))(d))
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=2e-6)  # a few ulps of log, not 0.05
+    # the plain expression is what XLA folds to (1 + ε) − D: shown to differ, so the test can fail
+    folded = np.asarray(jax.jit(lambda x: jnp.log(1.0 - x + MIM_EPS))(d))
+    assert np.abs(folded - expected).max() > 1e-2
 
 
 def test_sample_negatives_are_permutations():
