@@ -33,10 +33,11 @@ def merfish_subset(tmp_path_factory):
 def test_fit_embed_cluster_end_to_end(merfish_subset, tmp_path):
     out = tmp_path / "run"
     fit = _cli("fit", merfish_subset, "--out", out, "--sample-key", "slice", "--epochs", 4, "--n-niches", 5,
-               "--quiet", "--k-cutoff", 10)
+               "--quiet", "--k-cutoff", 10, "--batch-num", "auto", "--cells-per-batch", 400)
     assert fit.returncode == 0, fit.stderr
     summary = json.loads(fit.stdout.strip().splitlines()[-1])
     assert summary["cells"] == 800 and summary["epochs_run"] == 4 and sum(summary["niches"].values()) == 800
+    assert summary["batch_size"] == 400
     assert sorted(os.listdir(out)) == ["adata.h5ad", "checkpoint", "config.json", "model.pt"]
     results = ad.read_h5ad(out / "adata.h5ad")
     assert results.obsm["X_scniche"].shape == (800, 10) and "scNiche" in results.obs
@@ -57,6 +58,7 @@ def test_fit_embed_cluster_end_to_end(merfish_subset, tmp_path):
     (["fit", "{input}", "--out", "/nonexistent/deeper/o"], "does not exist"),
     (["fit", "{input}", "--out", "o", "--celltype-key", "nope"], "no cell-type column 'nope'"),
     (["fit", "{input}", "--out", "o", "--batch-num", "2000", "--sample-key", "slice"], "batch_num"),
+    (["fit", "{input}", "--out", "o", "--cells-per-batch", "100", "--sample-key", "slice"], "only applies to"),
     (["cluster", "{input}", "--n-niches", "3", "--out", "c.h5ad"], "no 'X_scniche'"),
 ])
 def test_bad_input_exits_2_with_one_line(merfish_subset, tmp_path, args, message):
