@@ -34,7 +34,7 @@ def run_one(spec: str, epochs: int, warmup: int) -> dict:
     import scniche_jax as sj
     from scniche_jax.batching import reference_batch_indices
     from scniche_jax.config import ScnicheConfig
-    from scniche_jax.fit import build_batches, step_settings, view_features
+    from scniche_jax.inputs import build_batches, step_settings, view_features
     from scniche_jax.model import GraphFusionNetwork
     from scniche_jax.train import batch_at, init_state, train_epoch
 
