@@ -5,17 +5,18 @@ import sys
 import warnings
 
 
-def progress_bar(iterable=None, **kwargs):
-    """``tqdm.auto.tqdm(iterable, **kwargs)``; a text bar where notebook widgets are missing."""
+def _tqdm():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from tqdm.auto import tqdm
-    return tqdm(iterable, **kwargs)
+    return tqdm
+
+
+def progress_bar(iterable=None, **kwargs):
+    """``tqdm.auto.tqdm(iterable, **kwargs)``; a text bar where notebook widgets are missing."""
+    return _tqdm()(iterable, **kwargs)
 
 
 def progress_write(message: str) -> None:
-    """Prints ``message`` above any running bar (tqdm's ``write``)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from tqdm.auto import tqdm
-    tqdm.write(message, file=sys.stderr)
+    """Prints ``message`` to stderr above any running bar (tqdm's ``write``)."""
+    _tqdm().write(message, file=sys.stderr)
