@@ -33,10 +33,10 @@ def run_one(spec: str, epochs: int, warmup: int) -> dict:
 
     import scniche_jax as sj
     from scniche_jax.batching import reference_batch_indices
-    from scniche_jax.config import ScnicheConfig
-    from scniche_jax.inputs import build_batches, step_settings, view_features
-    from scniche_jax.model import GraphFusionNetwork
-    from scniche_jax.train import batch_at, init_state, train_epoch
+    from scniche_jax.model import read_views
+    from scniche_jax.networks import GraphFusionNetwork
+    from scniche_jax.pipeline import batch_at, build_host_batches
+    from scniche_jax.step import StepSettings, init_state, train_epoch
 
     n_cells, mode, precision = spec.split(":")
     n_cells = int(n_cells)
@@ -49,20 +49,18 @@ def run_one(spec: str, epochs: int, warmup: int) -> dict:
     print(f"[{spec}] preprocessing {t_pp:.1f} s", file=sys.stderr, flush=True)
 
     views = ("X_cn_norm", "X_data", "X_data_nbr")
-    features = view_features(adata, views)
+    features = read_views(adata, views)
     batches = [np.arange(n_cells)] if batch_num is None else reference_batch_indices(n_cells, batch_num)
     size = batches[0].size
-    config = ScnicheConfig(views=views, input_sizes=tuple(f.shape[1] for f in features), batch_num=batch_num,
-                           batch_size=size, precision=precision)
-    settings = step_settings(config)
+    settings = StepSettings(n_views=len(views), precision=precision)
     key = jax.random.key(0)
     gfn = GraphFusionNetwork(size).init(key, jax.numpy.zeros((1, size)))["params"]
     t0 = time.perf_counter()
-    graph_batches = build_batches(features, batches, gfn, config)
+    graph_batches = jax.device_put(build_host_batches(features, batches, gfn, 20, 5, "gpu", 1024))
     jax.block_until_ready(graph_batches)
     t_graphs = time.perf_counter() - t0
     print(f"[{spec}] graphs and consensus {t_graphs:.1f} s", file=sys.stderr, flush=True)
-    state = init_state(key, batch_at(graph_batches, 0), settings)
+    state = init_state(key, batch_at(graph_batches, 0), settings, 0.01)
     t0 = time.perf_counter()
     for e in range(warmup):
         state, losses = train_epoch(state, graph_batches, jax.random.fold_in(key, e), settings)

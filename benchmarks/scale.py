@@ -43,12 +43,13 @@ def main() -> None:
     import numpy as np
 
     import scniche_jax as sj
-    from scniche_jax.batching import auto_batch_num, reference_batch_indices
-    from scniche_jax.config import ScnicheConfig
-    from scniche_jax.inputs import build_host_batches, embedding, step_settings, view_features
+    from scniche_jax.batching import auto_batch_num, cells_from_batches, reference_batch_indices
+    from scniche_jax.config import BatchConfig, ModelConfig
     from scniche_jax.memory import BatchShapes, estimate
-    from scniche_jax.model import GraphFusionNetwork
-    from scniche_jax.train import batch_at, init_state, train_epoch
+    from scniche_jax.model import read_views
+    from scniche_jax.networks import GraphFusionNetwork
+    from scniche_jax.pipeline import batch_at, build_host_batches
+    from scniche_jax.step import StepSettings, embed_batches, init_state, train_epoch
 
     def say(message: str) -> None:
         print(f"[{args.cells:,} cells] {message}", file=sys.stderr, flush=True)
@@ -69,34 +70,34 @@ def main() -> None:
     say(f"preprocessing {out['preprocess_s']:.1f} s, peak RSS {out['peak_rss_after_preprocess_gb']:.2f} GB")
 
     views = ("X_cn_norm", "X_data", "X_data_nbr")
-    features = view_features(adata, views)
+    features = read_views(adata, views)
     del adata  # the training side works from the view features alone
     platform = jax.devices()[0].platform
     batch_num = auto_batch_num(args.cells, platform, args.cells_per_batch) or 1
     batches = reference_batch_indices(args.cells, batch_num)
     size = batches[0].size
     out.update(batches=batch_num, batch_size=size)
-    config = ScnicheConfig(views=views, input_sizes=tuple(f.shape[1] for f in features), batch_num=batch_num,
-                           batch_size=size, precision=args.precision)
+    model_config, batch_config = ModelConfig(views=views), BatchConfig(precision=args.precision)
+    input_sizes = tuple(f.shape[1] for f in features)
     gfn = GraphFusionNetwork(size).init(jax.random.key(1), jax.numpy.zeros((1, size)))["params"]
     t0 = time.perf_counter()
-    host = build_host_batches(features, batches, gfn, config, progress=True)
+    host = build_host_batches(features, batches, gfn, model_config.n_neighbors, model_config.mik, "gpu",
+                              batch_config.block_size, progress=True)
     out["graphs_s"] = time.perf_counter() - t0
     out["peak_rss_after_graphs_gb"] = peak_rss_gb()
     out["preprocess_and_graphs_s"] = out["preprocess_s"] + out["graphs_s"]
     say(f"graphs and consensus {out['graphs_s']:.1f} s, peak RSS {out['peak_rss_after_graphs_gb']:.2f} GB")
 
     shapes = BatchShapes.of(batch_at(host, 0))
-    predicted = estimate(args.cells, batch_num, size, config.input_sizes, config.hidden_size_v, config.hidden_size,
-                         config.k_graph, config.mik, config.block_size, args.precision, shapes=shapes)
+    predicted = estimate(args.cells, batch_num, input_sizes, model_config, batch_config, shapes=shapes)
     out["estimate_device_gb"], out["estimate_host_gb"] = predicted.device / 1e9, predicted.host / 1e9
     out["host_batches_gb"] = sum(x.nbytes for x in jax.tree_util.tree_leaves(host)) / 1e9
     if args.skip_training:
         print(json.dumps(out))
         return
 
-    settings = step_settings(config)
-    state = init_state(jax.random.key(0), batch_at(host, 0), settings)
+    settings = StepSettings.of(model_config, batch_config)
+    state = init_state(jax.random.key(0), batch_at(host, 0), settings, 0.01)
     t0 = time.perf_counter()
     graph_batches = jax.device_put(host)
     jax.block_until_ready(graph_batches)
@@ -118,9 +119,9 @@ def main() -> None:
         say(f"epoch {epoch + 1}: {times[-1]:.2f} s")
     out["epoch_s_median"], out["epoch_s_all"] = float(np.median(times)), times
     t0 = time.perf_counter()
-    z = embedding(state.params, graph_batches, batches, args.cells, config, None)
+    z = cells_from_batches(np.asarray(embed_batches(state.params, graph_batches, None, settings)), batches, args.cells)
     out["embedding_s"] = time.perf_counter() - t0
-    assert z.shape == (args.cells, config.latent_dim) and np.isfinite(z).all()
+    assert z.shape == (args.cells, model_config.latent_dim) and np.isfinite(z).all()
     out["peak_rss_gb"] = peak_rss_gb()
     stats = jax.devices()[0].memory_stats() or {}
     out["device_peak_gb"] = stats.get("peak_bytes_in_use", 0) / 1e9 or None

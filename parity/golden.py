@@ -11,13 +11,31 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import jax
 import numpy as np
 
-DEFAULT_GOLDEN = Path(__file__).resolve().parent.parent.parent / "shared" / "parity" / "reference_golden_n256.npz"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+# The parity contract, about 10x the error measured on the development CPU (fp32, jax 0.10.2;
+# parity/README.md lists the measurements). Relative entries are relative to the largest
+# magnitude of the reference's array (z, gradients) or to the reference's value (losses).
+TOLERANCES = {
+    "gfn_out_abs": 2e-6,        # measured 2.1e-7
+    "loss_rel": 1e-6,           # measured 1.7e-7 (total), 1.2e-7 (rec), 9.0e-8 (mim), 0 (gre)
+    "z_rel": 3e-6,              # measured 1.5e-7 .. 2.8e-7 over the 5 steps
+    "grad_rel": 5e-6,           # measured 4.5e-7 (first step, every parameter)
+    "params_abs": 1e-5,         # measured 1.0e-6 after 5 steps
+    "z_final_rel": 4e-6,        # measured 3.9e-7
+    "pos_weight_rel": 1e-6,
+}
+# The default bf16 path (bf16 operands in the B² loss) against the reference, same fixture:
+# measured z after 5 steps 6.1e-4 relative, parameters 2.0e-3, losses 6.8e-6 relative.
+BF16_BOUNDS = {"z_rel": 3e-3, "params_abs": 1e-2, "loss_rel": 5e-5, "z_final_rel": 5e-3}
+DEFAULT_GOLDEN = FIXTURES / "reference_golden_n256.npz"
 
 
 def golden_path() -> Path:
-    """The fixture path: ``$SCNICHE_PARITY_GOLDEN`` or ``../shared/parity/reference_golden_n256.npz``."""
+    """The fixture path: ``$SCNICHE_PARITY_GOLDEN`` or ``parity/fixtures/reference_golden_n256.npz``."""
     return Path(os.environ.get("SCNICHE_PARITY_GOLDEN", DEFAULT_GOLDEN))
 
 
@@ -77,3 +95,22 @@ def load_golden(path: Path | None = None) -> Golden:
         arrays = {k: f[k] for k in f.files}
     meta = json.loads(path.with_suffix(".json").read_text())
     return Golden(arrays, meta)
+
+
+def train_step_with_negatives(state, batch, negatives, dropout_key, settings):
+    """One Adam step with given MIM negatives (the fixture's); returns ``(state, losses, grads, z)``.
+
+    Parity-only: the package draws its negatives inside the step.
+    """
+    return _step_with_negatives(state, batch, negatives, dropout_key, settings)
+
+
+def _step_with_negatives_impl(state, batch, negatives, dropout_key, settings):
+    from scniche_jax.step import apply_gradients, loss_fn
+
+    grads, (losses, z) = jax.grad(loss_fn, has_aux=True)(
+        state.params, state.discriminator, batch, negatives, dropout_key, settings)
+    return apply_gradients(state, grads), losses, grads, z
+
+
+_step_with_negatives = jax.jit(_step_with_negatives_impl, static_argnames=("settings",))

@@ -24,10 +24,11 @@ import numpy as np
 import scniche_jax as sj
 from scniche_jax.consensus import build_consensus
 from scniche_jax.graphs import build_view_graph
-from scniche_jax.model import GraphFusionNetwork
+from golden import train_step_with_negatives
+from scniche_jax.networks import GraphFusionNetwork
+from scniche_jax.pipeline import assemble_batches, batch_at
+from scniche_jax.step import StepSettings, embed_batches, init_state, make_state
 from scniche_jax.torch_format import discriminator_params_to_state_dict, mgae_params_to_state_dict
-from scniche_jax.train import (StepSettings, assemble_batches, batch_at, embed_batches, init_state, make_state,
-                               train_step_with_negatives)
 
 DRIVER = Path(__file__).resolve().parent / "reference" / "run_reference.py"
 ENV_PYTHON, ENV_SRC = "SCNICHE_REFERENCE_PYTHON", "SCNICHE_REFERENCE_SRC"
@@ -71,21 +72,22 @@ class Case:
     @property
     def settings(self) -> StepSettings:
         return StepSettings(hidden_size_v=self.hidden_size_v, hidden_size=self.hidden_size, n_views=len(self.views),
-                            dropout=0.0, lr=self.lr, precision="fp32")
+                            dropout=0.0, precision="fp32")
 
 
 def make_case(n_cells: int, views=("X_cn_norm", "X_data", "X_data_nbr"), hidden_size_v=(10,),
-              hidden_size=(32, 10), steps: int = 1, seed: int = 0, k_graph: int = 20, mik: int = 5) -> Case:
+              hidden_size=(32, 10), steps: int = 1, seed: int = 0, n_neighbors: int = 20, mik: int = 5) -> Case:
     """Synthetic cells, our graphs and consensus, fresh initial weights, random permutations."""
     adata = sj.datasets.synthetic(n_cells, n_niches=5, n_cell_types=10, n_genes=30, seed=seed)
     sj.pp.cal_spatial_neighbors(adata, "Cell_type", k_cutoff=20, verbose=False)
     sj.pp.cal_spatial_exp(adata, is_pca=True, n_comps=20, k_cutoff=20, verbose=False)
-    graphs = [build_view_graph(adata.obsm[v], k_graph, mik) for v in views]
+    graphs = [build_view_graph(adata.obsm[v], n_neighbors, mik) for v in views]
     key = jax.random.key(seed)
     gfn = GraphFusionNetwork(n_cells).init(jax.random.fold_in(key, 1), jnp.zeros((1, n_cells)))["params"]
     consensus = build_consensus(gfn, graphs, gre_semantics="cpu")
     settings = StepSettings(hidden_size_v=tuple(hidden_size_v), hidden_size=tuple(hidden_size), n_views=len(views))
-    state = init_state(jax.random.fold_in(key, 2), batch_at(assemble_batches([(graphs, consensus)]), 0), settings)
+    state = init_state(jax.random.fold_in(key, 2), batch_at(assemble_batches([(graphs, consensus)]), 0), settings,
+                       0.01)
     rng = np.random.default_rng(seed)
     perms = np.stack([np.stack([rng.permutation(n_cells) for _ in range(len(views) * mik)]) for _ in range(steps)])
     return Case(tuple(views), tuple(hidden_size_v), tuple(hidden_size), graphs, consensus,
@@ -115,7 +117,7 @@ def our_forward(case: Case) -> dict:
     """z, view-0 logits, the three losses (``loss_gre`` with R + Rᵀ like the reference on CPU)."""
     batches = assemble_batches([(case.graphs, case.consensus)])
     batch = batch_at(batches, 0)
-    state = make_state(case.params, case.discriminator, case.settings)
+    state = make_state(case.params, case.discriminator, case.lr)
     _, losses, _, z = train_step_with_negatives(state, batch, jnp.asarray(case.perms[0], jnp.int32), None,
                                                 case.settings)
     z = np.asarray(z)
@@ -127,7 +129,7 @@ def our_train(case: Case, epochs: int) -> dict:
     """``epochs`` Adam steps with the case's permutations, then the deterministic embedding."""
     batches = assemble_batches([(case.graphs, case.consensus)])
     batch = batch_at(batches, 0)
-    state = make_state(case.params, case.discriminator, case.settings)
+    state = make_state(case.params, case.discriminator, case.lr)
     loss = []
     for step in range(epochs):
         state, losses, _, _ = train_step_with_negatives(state, batch, jnp.asarray(case.perms[step], jnp.int32), None,

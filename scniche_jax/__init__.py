@@ -1,8 +1,34 @@
-"""scniche-jax: scNiche (cell niches from single-cell spatial omics) in JAX."""
-from . import datasets, pl, pp, tl
-from .config import ScnicheConfig
-from .fit import fit
-from .trained_model import Model, load
+"""scniche-jax: scNiche (cell niches from single-cell spatial omics) in JAX.
 
-__all__ = ["fit", "load", "Model", "ScnicheConfig", "pp", "tl", "pl", "datasets"]
-__version__ = "0.1.0"
+The public names are imported on first use, so ``import scniche_jax.cli`` (and
+``scniche-jax --help``) answers without loading JAX.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.2.0"
+
+_SUBMODULES = ("datasets", "pl", "pp", "tl")
+_NAMES = {
+    "fit": ".fit", "load": ".model", "Model": ".model", "History": ".history", "ModelConfig": ".config",
+    "OptimizerConfig": ".config", "StoppingConfig": ".config", "BatchConfig": ".config",
+}
+__all__ = ["fit", "load", "Model", "History", "ModelConfig", "OptimizerConfig", "StoppingConfig", "BatchConfig",
+           "pp", "tl", "pl", "datasets"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        module = importlib.import_module(f".{name}", __name__)
+    elif name in _NAMES:
+        module = getattr(importlib.import_module(_NAMES[name], __name__), name)
+    else:
+        raise AttributeError(f"module 'scniche_jax' has no attribute {name!r}")
+    globals()[name] = module
+    return module
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -71,6 +71,12 @@ def first_occurrence(batches: list[np.ndarray], n_cells: int) -> tuple[np.ndarra
     return pos // size, pos % size
 
 
+def cells_from_batches(per_batch: np.ndarray, batches: list[np.ndarray], n_cells: int) -> np.ndarray:
+    """One row per cell from per-batch rows (n_batches, B, ...): each cell's first occurrence."""
+    which, row = first_occurrence(list(batches), n_cells)
+    return np.ascontiguousarray(np.asarray(per_batch)[which, row])
+
+
 def fixed_size_batches(n_cells: int, batch_size: int, seed: int = 0) -> list[np.ndarray]:
     """Batches of exactly ``batch_size`` cells covering all ``n_cells`` (for embedding new data).
 

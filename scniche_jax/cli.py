@@ -12,8 +12,6 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
-
 EXIT_BAD_INPUT = 2
 
 
@@ -46,6 +44,8 @@ def _batch_num(value: str):
 
 
 def _preprocess(adata, args):
+    import numpy as np
+
     import scniche_jax as sj
 
     missing = [v for v in args.views if v not in adata.obsm]
@@ -73,7 +73,7 @@ def cmd_fit(args) -> dict:
     import scniche_jax as sj
 
     out = Path(args.out)
-    from .checkpoint import check_writable_dir
+    from .persistence import check_writable_dir
 
     check_writable_dir(out, "--out")
     if out.exists() and any(out.iterdir()) and not args.overwrite:
@@ -89,10 +89,10 @@ def cmd_fit(args) -> dict:
     if args.n_niches:
         sj.tl.clustering(adata, target_k=args.n_niches)
     model.save(out, adata=adata, overwrite=args.overwrite)
-    stop = model.history["early_stop"]
-    summary = {"command": "fit", "cells": adata.n_obs, "out": str(out.resolve()), "epochs_run": stop["stopped_epoch"],
-               "stopped_by": stop["stopped_by"], "final_loss": model.history["loss"]["total"][-1],
-               "fit_seconds": round(seconds, 2), "batch_size": model.config.batch_size}
+    stop = model.history.early_stop
+    summary = {"command": "fit", "cells": adata.n_obs, "out": str(out.resolve()), "epochs_run": stop.stopped_epoch,
+               "stopped_by": stop.stopped_by, "final_loss": model.history.loss["total"][-1],
+               "fit_seconds": round(seconds, 2), "batch_size": model.data_shape.batch_size}
     if args.n_niches:
         summary["niches"] = {str(k): int(v) for k, v in adata.obs["scNiche"].value_counts().sort_index().items()}
     return summary
@@ -126,12 +126,11 @@ def _write(adata, path: str, overwrite: bool) -> None:
         raise CliError(f"the folder of --out {path!r} does not exist")
     if p.exists() and not overwrite:
         raise CliError(f"--out {path!r} exists; pass --overwrite")
-    tmp = p.with_name(f".{p.name}.tmp")
+    from .persistence import write_atomically
+
     try:
-        adata.write_h5ad(tmp)
-        tmp.replace(p)
+        write_atomically(p, adata.write_h5ad)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise CliError(f"cannot write {path!r}: {err}") from err
 
 

@@ -1,85 +1,314 @@
-"""Frozen configuration of a scNiche model and its training run."""
+"""Configuration: four small frozen dataclasses, one per concept, each validating itself.
+
+- :class:`ModelConfig`: what the model is (views, widths, graphs, dropout, variant, seed);
+- :class:`OptimizerConfig`: Adam's learning rate and the LR plateau schedule;
+- :class:`StoppingConfig`: how long to train and when to stop early;
+- :class:`BatchConfig`: batches, precision, memory and devices (how the work is laid out).
+
+Every field is validated once, in ``__post_init__``, with a message that names the fix. The
+field names are the keyword names of :func:`scniche_jax.fit`, :class:`scniche_jax.Model` and
+:meth:`scniche_jax.Model.train`; ``config.json`` and ``model.pt``'s ``config`` are derived
+from them.
+"""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Optional
 
+import numpy as np
+
 DEFAULT_VIEWS = ("X_cn_norm", "X_data", "X_data_nbr")
+PRECISIONS = ("bf16", "fp32")
+GRE_SEMANTICS = ("gpu", "cpu")
+VARIANTS = ("reference",)
+
+
+def _int(value: Any, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def _optional_int(value: Any, name: str, minimum: int = 1) -> Optional[int]:
+    return None if value is None else _int(value, name, minimum)
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}.")
+    return float(value)
+
+
+def _widths(value: Any, name: str) -> tuple[int, ...]:
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (value,)
+    try:
+        widths = tuple(value)
+    except TypeError:
+        raise ValueError(f"{name} must be a list of layer widths, got {value!r}.") from None
+    if not widths:
+        raise ValueError(f"{name} needs at least one layer width.")
+    return tuple(_int(w, f"every entry of {name}") for w in widths)
+
+
+def _set(obj, name: str, value) -> None:
+    object.__setattr__(obj, name, value)
+
+
+class _Serialisable:
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (tuples as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        """The config from :meth:`to_dict`'s output; unknown entries are refused."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} entries {sorted(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 @dataclass(frozen=True)
-class ScnicheConfig:
-    """Everything needed to rebuild the model and repeat the run.
+class ModelConfig(_Serialisable):
+    """The model: its views, widths, graphs and randomness.
 
     Attributes:
       views: ``obsm`` keys, one per view, in order.
-      input_sizes: feature width of each view.
       hidden_size_v: view-encoder widths (reference default ``[10]``).
       hidden_size: shared-encoder widths; the last is the embedding width.
-      k_graph: kNN neighbours per cell in the view graphs (reference ``k_cutoff_graph``).
-      mik: neighbours per view used as positives of the mutual-information loss.
-      batch_num: number of batches, or None for full-graph training.
-      batch_size: cells per graph (N in full-graph mode); sizes the fusion network.
-      epochs, lr, seed: training length, Adam step size, seed of all randomness.
+      n_neighbors: kNN neighbours per cell in each view's feature graph (the reference's
+        ``k_cutoff_graph``).
+      mik: nearest neighbours per view used as positives of the mutual-information loss.
       dropout: dropout rate in fusion and decoder while training (the reference's 0.1).
-      deterministic_embedding: final embedding with dropout off (True) or on like the
-        reference's (False).
-      precision: ``'bf16'`` (bf16 operands for the B² loss matmuls) or ``'fp32'``.
+      deterministic_embedding: embed with dropout off (True) or on, like the reference (False).
       gre_semantics: report ``loss_gre`` with R (``'gpu'``) or R + Rᵀ (``'cpu'``, the
-        reference on CPU); training is identical.
-      block_size: rows per block of the B² loss and of the fusion network.
-      patience, min_delta, restore_best: loss early stopping (off with ``patience=None``);
-        with ``restore_best`` the embedding comes from the best-loss parameters.
-      lr_patience, lr_factor, min_lr: the LR plateau rule (PyTorch ``ReduceLROnPlateau``
-        semantics on the epoch loss); ``lr_patience=None`` keeps the LR fixed, like the
-        original ``Runner``.
-      ari_every, ari_k, ari_stop_threshold, ari_stop_patience: the ARI probe: every
-        ``ari_every`` epochs, KMeans with ``ari_k`` clusters on the embedding and its ARI
-        against the previous probe; stop after ``ari_stop_patience`` probes in a row at or
-        above ``ari_stop_threshold``.
-      n_devices: devices of data-parallel training; each optimizer step averages the
-        gradients of ``n_devices`` consecutive batches (1: one step per batch).
+        reference on a CPU); training is identical.
+      variant: ``'reference'``, the model as the reference computes it.
+      seed: seed of every random choice (initialisation, dropout, negatives, probes).
     """
 
     views: tuple[str, ...] = DEFAULT_VIEWS
-    input_sizes: tuple[int, ...] = ()
     hidden_size_v: tuple[int, ...] = (10,)
     hidden_size: tuple[int, ...] = (32, 10)
-    k_graph: int = 20
+    n_neighbors: int = 20
     mik: int = 5
-    batch_num: Optional[int] = None
-    batch_size: int = 0
-    epochs: int = 100
-    lr: float = 0.01
-    seed: int = 0
     dropout: float = 0.1
     deterministic_embedding: bool = True
-    precision: str = "bf16"
     gre_semantics: str = "gpu"
-    block_size: int = 1024
-    patience: Optional[int] = None
-    min_delta: float = 0.0
-    restore_best: bool = True
-    lr_patience: Optional[int] = 5
-    lr_factor: float = 0.5
-    min_lr: float = 1e-6
-    ari_every: Optional[int] = None
-    ari_k: int = 10
-    ari_stop_threshold: Optional[float] = None
-    ari_stop_patience: int = 2
-    n_devices: int = 1
+    variant: str = "reference"
+    seed: int = 0
+
+    def __post_init__(self):
+        views = (self.views,) if isinstance(self.views, str) else self.views
+        try:
+            views = tuple(views)
+        except TypeError:
+            raise ValueError(f"views must be a list of adata.obsm keys, got {self.views!r}.") from None
+        if not views or not all(isinstance(v, str) and v for v in views):
+            raise ValueError(f"views must name at least one adata.obsm key, got {self.views!r}.")
+        if len(set(views)) != len(views):
+            raise ValueError(f"views must be distinct, got {list(views)}.")
+        _set(self, "views", views)
+        _set(self, "hidden_size_v", _widths(self.hidden_size_v, "hidden_size_v"))
+        _set(self, "hidden_size", _widths(self.hidden_size, "hidden_size"))
+        _set(self, "n_neighbors", _int(self.n_neighbors, "n_neighbors"))
+        _set(self, "mik", _int(self.mik, "mik"))
+        if self.mik > self.n_neighbors + 1:
+            raise ValueError(f"mik={self.mik} exceeds the n_neighbors + 1 = {self.n_neighbors + 1} kNN columns; "
+                             f"choose mik <= {self.n_neighbors + 1}.")
+        dropout = _number(self.dropout, "dropout")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout!r}.")
+        _set(self, "dropout", dropout)
+        _set(self, "deterministic_embedding", bool(self.deterministic_embedding))
+        if self.gre_semantics not in GRE_SEMANTICS:
+            raise ValueError(f"gre_semantics must be one of {GRE_SEMANTICS}, got {self.gre_semantics!r}.")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}.")
+        _set(self, "seed", _int(self.seed, "seed", minimum=0))
 
     @property
     def latent_dim(self) -> int:
         return self.hidden_size[-1]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ScnicheConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"unknown config entries {sorted(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+@dataclass(frozen=True)
+class OptimizerConfig(_Serialisable):
+    """Adam (PyTorch's operation order) and the LR plateau schedule.
+
+    Attributes:
+      lr: Adam's learning rate.
+      lr_patience: cut the LR by ``lr_factor`` once the epoch loss has not improved for more
+        than this many epochs (PyTorch ``ReduceLROnPlateau``); None keeps it fixed, as the
+        original ``Runner``.
+      lr_factor: the cut, in (0, 1).
+      min_lr: the floor of the LR, in [0, lr].
+    """
+
+    lr: float = 0.01
+    lr_patience: Optional[int] = 5
+    lr_factor: float = 0.5
+    min_lr: float = 1e-6
+
+    def __post_init__(self):
+        lr = _number(self.lr, "lr")
+        if lr <= 0:
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}.")
+        _set(self, "lr", lr)
+        _set(self, "lr_patience", _optional_int(self.lr_patience, "lr_patience", minimum=0))
+        factor = _number(self.lr_factor, "lr_factor")
+        if not 0 < factor < 1:
+            raise ValueError(f"lr_factor must lie in (0, 1), got {self.lr_factor!r}.")
+        _set(self, "lr_factor", factor)
+        min_lr = _number(self.min_lr, "min_lr")
+        if not 0 <= min_lr <= lr:
+            raise ValueError(f"min_lr must lie in [0, lr={lr}], got {self.min_lr!r}.")
+        _set(self, "min_lr", min_lr)
+
+
+@dataclass(frozen=True)
+class StoppingConfig(_Serialisable):
+    """How long to train and when to stop early.
+
+    Attributes:
+      epochs: most epochs of one ``train`` call (one step per batch per epoch).
+      patience: stop when the epoch loss has not improved by more than ``min_delta`` for this
+        many epochs (None: never).
+      min_delta: the improvement that counts, >= 0.
+      restore_best: embed with the best-loss parameters.
+      ari_every: every this many epochs, KMeans (``ari_k`` clusters) on the embedding and its
+        ARI against the previous probe (None: no probe).
+      ari_k: clusters of the probe, >= 2.
+      ari_stop_threshold: stop once ``ari_stop_patience`` probes in a row reach it (needs
+        ``ari_every``).
+      ari_stop_patience: probes in a row needed.
+    """
+
+    epochs: int = 100
+    patience: Optional[int] = None
+    min_delta: float = 0.0
+    restore_best: bool = True
+    ari_every: Optional[int] = None
+    ari_k: int = 10
+    ari_stop_threshold: Optional[float] = None
+    ari_stop_patience: int = 2
+
+    def __post_init__(self):
+        _set(self, "epochs", _int(self.epochs, "epochs"))
+        _set(self, "patience", _optional_int(self.patience, "patience"))
+        min_delta = _number(self.min_delta, "min_delta")
+        if min_delta < 0:
+            raise ValueError(f"min_delta must be a number >= 0, got {self.min_delta!r}.")
+        _set(self, "min_delta", min_delta)
+        _set(self, "restore_best", bool(self.restore_best))
+        _set(self, "ari_every", _optional_int(self.ari_every, "ari_every"))
+        _set(self, "ari_k", _int(self.ari_k, "ari_k", minimum=2))
+        if self.ari_stop_threshold is not None:
+            threshold = _number(self.ari_stop_threshold, "ari_stop_threshold")
+            if not -1 <= threshold <= 1:
+                raise ValueError(f"ari_stop_threshold must lie in [-1, 1], got {self.ari_stop_threshold!r}.")
+            if self.ari_every is None:
+                raise ValueError("ari_stop_threshold needs the ARI probe: set ari_every (e.g. ari_every=5).")
+            _set(self, "ari_stop_threshold", threshold)
+        _set(self, "ari_stop_patience", _int(self.ari_stop_patience, "ari_stop_patience"))
+
+
+@dataclass(frozen=True)
+class BatchConfig(_Serialisable):
+    """How the work is laid out: batches, precision, memory and devices.
+
+    Attributes:
+      batch_num: None trains on the full graph; an integer splits the cells into that many
+        equal batches exactly as the reference does; ``'auto'`` aims at ``cells_per_batch``
+        cells per batch (about 1000 on a CPU, 5000 on a GPU).
+      cells_per_batch: the target of ``batch_num='auto'`` (None: the platform's default).
+      precision: ``'bf16'`` (bf16 operands, fp32 accumulation in the B² loss matmuls) or
+        ``'fp32'``.
+      block_size: rows per block of the B² loss and of the fusion network.
+      memory_limit: bytes one device may use; None takes 90 % of what is free.
+      n_devices: data-parallel devices (set from ``devices``; 1 trains one batch per step).
+    """
+
+    batch_num: Optional[int | str] = None
+    cells_per_batch: Optional[int] = None
+    precision: str = "bf16"
+    block_size: int = 1024
+    memory_limit: Optional[float] = None
+    n_devices: int = 1
+
+    def __post_init__(self):
+        if isinstance(self.batch_num, str):
+            if self.batch_num != "auto":
+                raise ValueError(f"batch_num must be None (full graph), an integer >= 1 or 'auto', "
+                                 f"got {self.batch_num!r}.")
+        elif self.batch_num is not None:
+            if isinstance(self.batch_num, bool) or not isinstance(self.batch_num, (int, np.integer)) \
+                    or self.batch_num < 1:
+                raise ValueError(f"batch_num must be None (full graph), an integer >= 1 or 'auto', "
+                                 f"got {self.batch_num!r}.")
+            _set(self, "batch_num", int(self.batch_num))
+        if self.cells_per_batch is not None:
+            if self.batch_num != "auto":
+                raise ValueError("cells_per_batch only applies to batch_num='auto'; pass batch_num='auto' or drop it.")
+            _set(self, "cells_per_batch", _int(self.cells_per_batch, "cells_per_batch", minimum=2))
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}.")
+        _set(self, "block_size", _int(self.block_size, "block_size"))
+        if self.memory_limit is not None:
+            if isinstance(self.memory_limit, bool) or not isinstance(self.memory_limit, (int, float)) \
+                    or not self.memory_limit > 0:
+                raise ValueError(f"memory_limit must be a number of bytes > 0, got {self.memory_limit!r}.")
+        _set(self, "n_devices", _int(self.n_devices, "n_devices"))
+        if self.n_devices > 1 and self.batch_num != "auto":
+            n = self.n_devices
+            if self.batch_num is None:
+                raise ValueError(f"training on {n} devices splits the batches across them: set batch_num to a "
+                                 f"multiple of {n} (e.g. batch_num={n}) or batch_num='auto'.")
+            if self.batch_num % n:
+                lower, upper = (self.batch_num // n) * n, (self.batch_num // n + 1) * n
+                options = f"batch_num={upper}" if lower == 0 else f"batch_num={lower} or {upper}"
+                raise ValueError(f"batch_num={self.batch_num} is not a multiple of the {n} devices (each step "
+                                 f"trains one batch per device); use {options}.")
+
+
+@dataclass(frozen=True)
+class DataShape(_Serialisable):
+    """What the first ``train`` learned of the data: the view widths and the graph size.
+
+    Attributes:
+      input_sizes: feature width of each view.
+      batch_size: cells per graph (all cells in full-graph mode); the fusion network's width.
+      batch_num: batches of the first run (None: the full graph).
+    """
+
+    input_sizes: tuple[int, ...]
+    batch_size: int
+    batch_num: Optional[int] = None
+
+    def __post_init__(self):
+        _set(self, "input_sizes", _widths(self.input_sizes, "input_sizes"))
+        _set(self, "batch_size", _int(self.batch_size, "batch_size", minimum=2))
+        _set(self, "batch_num", _optional_int(self.batch_num, "batch_num"))
+
+
+CONFIG_CLASSES = {"model": ModelConfig, "optimizer": OptimizerConfig, "stopping": StoppingConfig,
+                  "batching": BatchConfig, "data": DataShape}
+
+
+def split_options(options: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Sorts keyword options into the config class that owns each; unknown names are refused.
+
+    Returns:
+      ``{'model': {...}, 'optimizer': {...}, 'stopping': {...}, 'batching': {...}}``.
+    """
+    owners = {f.name: group for group, cls in CONFIG_CLASSES.items() if group != "data" for f in fields(cls)}
+    out: dict[str, dict[str, Any]] = {group: {} for group in CONFIG_CLASSES if group != "data"}
+    for name, value in options.items():
+        if name not in owners:
+            raise TypeError(f"unknown option {name!r}; see help(scniche_jax.fit) for the options.")
+        out[owners[name]][name] = value
+    return out

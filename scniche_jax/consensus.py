@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .graphs import ViewGraph
-from .model import GraphFusionNetwork
+from .networks import GraphFusionNetwork
 
 
 @dataclass(frozen=True)

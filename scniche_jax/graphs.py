@@ -67,19 +67,19 @@ def symmetric_knn_adjacency(idx: np.ndarray) -> sp.csr_matrix:
     return adj
 
 
-def build_view_graph(features: np.ndarray, k_graph: int = 20, mik: int = 5) -> ViewGraph:
+def build_view_graph(features: np.ndarray, n_neighbors: int = 20, mik: int = 5) -> ViewGraph:
     """Builds one view's kNN graph and MIK matrix as the reference does.
 
     Args:
       features: (B, F) view features; the kNN search runs in their own dtype.
-      k_graph: neighbours per cell besides itself (reference ``k_cutoff_graph``).
+      n_neighbors: neighbours per cell besides itself (reference ``k_cutoff_graph``).
       mik: columns of the kNN index matrix kept for the mutual-information loss.
 
     Returns:
       The :class:`ViewGraph`.
     """
     features = np.asarray(features)
-    idx = knn_indices(features, k_graph)
+    idx = knn_indices(features, n_neighbors)
     adj = symmetric_knn_adjacency(idx)
     coo = adj.tocoo()
     return ViewGraph(

@@ -1,8 +1,8 @@
 """The host training loop: one compiled epoch per iteration, one scalar read per epoch.
 
-It owns the LR plateau rule, loss early stopping with restore-best, the ARI probe,
+It owns the LR plateau schedule, loss early stopping with restore-best, the ARI probe,
 Ctrl-C and non-finite losses. Arrays in, parameters and a history out: it never sees an
-AnnData.
+AnnData. Everything it carries from one ``train`` call to the next is a :class:`LoopState`.
 """
 from __future__ import annotations
 
@@ -10,87 +10,104 @@ import logging
 import math
 import time
 import warnings
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional
 
 import jax
 import numpy as np
 
-from .config import ScnicheConfig
-from .stopping import (AriStop, LossStop, ari_stop_update, loss_stop_update, lr_plateau, lr_plateau_update,
-                       probe_labels)
+from .config import OptimizerConfig, StoppingConfig
+from .history import LOSS_NAMES, EarlyStop, History
+from .optimizer import Plateau, plateau_update, with_learning_rate
+from .parallel import Placement
+from .pipeline import GraphBatch
 from .progress import progress_bar
-from .train import GraphBatch, StepSettings, TrainState, train_epoch
+from .step import StepSettings, TrainState
+from .stopping import AriStop, LossStop, ari_stop_update, loss_stop_update, probe_labels
 
 log = logging.getLogger(__name__)
 
-LOSS_NAMES = ("total", "gre", "rec", "mim")
+
+@dataclass
+class LoopState:
+    """What the host loop carries between epochs and between ``train`` calls.
+
+    Attributes:
+      plateau: the LR schedule's state; its ``lr`` is the next epoch's learning rate.
+      history: every epoch's records so far.
+      loss_stop: best loss, its epoch, epochs since it improved (patience counts across calls).
+      ari_stop: the last probe's labels and the streak of probes above the threshold.
+      best_params: the parameters of the best-loss epoch (None before any epoch).
+    """
+
+    plateau: Plateau
+    history: History = field(default_factory=History)
+    loss_stop: LossStop = field(default_factory=LossStop)
+    ari_stop: AriStop = field(default_factory=AriStop)
+    best_params: Any = None
+
+    @classmethod
+    def start(cls, lr: float) -> "LoopState":
+        """The state before the first epoch, at learning rate ``lr``."""
+        return cls(plateau=Plateau(float(lr)))
+
+    @property
+    def epochs_run(self) -> int:
+        return self.history.epochs_run
 
 
-def empty_history() -> dict[str, Any]:
-    """``{'loss': {total, gre, rec, mim}, 'lr': [], 'ari': [(epoch, ari)], 'early_stop': None}``."""
-    return {"loss": {name: [] for name in LOSS_NAMES}, "lr": [], "ari": [], "early_stop": None}
-
-
-def run_training(state: TrainState, graph_batches: GraphBatch, settings: StepSettings,
-                 config: ScnicheConfig, key: jax.Array, embed: Callable[[Any], np.ndarray],
-                 progress: bool = True, history: Optional[dict] = None, start_epoch: int = 0,
-                 best_params: Any = None, ari_labels: Optional[np.ndarray] = None,
-                 checkpoint: Optional[Callable[[int, dict], None]] = None,
-                 checkpoint_every: Optional[int] = None,
-                 epoch_fn: Optional[Callable[..., tuple[TrainState, Any]]] = None) -> tuple[TrainState, Any, dict]:
-    """Trains until ``config.epochs``, a plateau of the loss, a stable ARI, Ctrl-C or a NaN.
+def run_training(state: TrainState, batches: GraphBatch, placement: Placement, settings: StepSettings,
+                 optimizer: OptimizerConfig, stopping: StoppingConfig, key: jax.Array, loop: LoopState,
+                 embed: Callable[[Any], np.ndarray], progress: bool = True,
+                 checkpoint: Optional[Callable[[TrainState, LoopState], None]] = None,
+                 checkpoint_every: Optional[int] = None, probe_seed: int = 0) -> tuple[TrainState, LoopState, Any]:
+    """Trains up to ``stopping.epochs`` more epochs, or until a plateau, a stable ARI, Ctrl-C or a NaN.
 
     Args:
-      state: initial training state.
-      graph_batches: the stacked device batches.
+      state: the training state to continue from (on ``placement``).
+      batches: the device batches.
+      placement: where the epoch runs (one device or a mesh).
       settings: static step settings.
-      config: run configuration (epochs and every stopping option).
-      key: randomness of the run; epoch ``e`` uses ``fold_in(key, e)``.
+      optimizer: learning rate and plateau schedule.
+      stopping: epochs and every stopping rule.
+      key: randomness of the run; epoch ``e`` (counted over all calls) uses ``fold_in(key, e)``,
+        so a run continued with another call repeats an uninterrupted one exactly.
+      loop: the host state to continue from (:meth:`LoopState.start` for a new model).
       embed: maps parameters to the deterministic embedding (used by the ARI probe).
-      progress: show a tqdm bar.
-      history: a history to continue (resume); a fresh one when None.
-      start_epoch: epochs already run (resume).
-      best_params: the best-loss parameters so far (resume).
-      ari_labels: the last ARI probe's labels (resume).
-      checkpoint: called with ``(epochs run, snapshot)`` every ``checkpoint_every`` epochs
-        and once at the end; the snapshot holds ``state``, ``best_params``, ``ari_labels``
-        and ``history``.
+      progress: show a progress bar.
+      checkpoint: called with ``(state, loop)`` every ``checkpoint_every`` epochs (counted over
+        all calls) and once at the end.
       checkpoint_every: epochs between checkpoints.
-      epoch_fn: ``(state, batches, key, settings) -> (state, losses)``; :func:`train.train_epoch`
-        when None (data parallelism passes its sharded epoch).
+      probe_seed: KMeans seed of the ARI probe.
 
     Returns:
-      ``(state, final_params, history)``: the last state, the parameters the embedding should
-      use (the best-loss ones with ``restore_best``), and the history with ``early_stop``.
+      ``(state, loop, final_params)``: the last state, the host state (its history's
+      ``early_stop`` says why training stopped) and the parameters the embedding should use
+      (the best-loss ones with ``restore_best``).
     """
-    history = empty_history() if history is None else history
-    epoch_fn = train_epoch if epoch_fn is None else epoch_fn
-    plateau = (lr_plateau(config.lr, config.lr_patience, config.lr_factor, config.min_lr)
-               if config.lr_patience is not None else None)
-    loss_stop, ari_stop = LossStop(), AriStop()
-    for epoch, loss in enumerate(history["loss"]["total"], start=1):  # replay a resumed history
-        loss_stop, _, _ = loss_stop_update(loss_stop, epoch, loss, config.patience, config.min_delta)
-        if plateau is not None:
-            plateau = lr_plateau_update(plateau, loss)
-    streak = 0
-    for _, value in history["ari"]:
-        streak = streak + 1 if config.ari_stop_threshold is not None and value >= config.ari_stop_threshold else 0
-    ari_stop = AriStop(ari_labels, streak)
-    best_params = state.params if best_params is None else best_params
+    history = loop.history
+    start_epoch = loop.epochs_run
+    end_epoch = start_epoch + stopping.epochs
+    plateau, loss_stop, ari_stop = loop.plateau, loop.loss_stop, loop.ari_stop
+    best_params = state.params if loop.best_params is None else loop.best_params
+    lr_now = plateau.lr
+    state = state._replace(opt_state=with_learning_rate(state.opt_state, lr_now))
+    state = placement.put_state(state)
 
-    def snapshot():
-        return {"state": state, "best_params": best_params, "ari_labels": ari_stop.labels, "history": history}
+    def current_loop() -> LoopState:
+        return LoopState(plateau, history, loss_stop, ari_stop, best_params)
 
     stopped_by, epochs_run = "epochs", start_epoch
     last_ari = None
-    bar = progress_bar(range(start_epoch, config.epochs), desc="scNiche", disable=not progress,
-                       initial=start_epoch, total=config.epochs)
+    bar = progress_bar(range(start_epoch, end_epoch), desc="scNiche", disable=not progress,
+                       total=stopping.epochs)
     try:
         for epoch in bar:
-            lr_now = config.lr * (plateau.scale if plateau is not None else 1.0)
+            if plateau.lr != lr_now:
+                lr_now = plateau.lr
+                state = state._replace(opt_state=placement.put_state(with_learning_rate(state.opt_state, lr_now)))
             previous = state
-            state = state._replace(lr_scale=np.float32(lr_now / config.lr))
-            state, losses = epoch_fn(state, graph_batches, jax.random.fold_in(key, epoch), settings)
+            state, losses = placement.train_epoch(state, batches, jax.random.fold_in(key, epoch), settings)
             epoch_losses = {name: float(np.sum(np.asarray(getattr(losses, name)))) for name in LOSS_NAMES}
             if not math.isfinite(epoch_losses["total"]):
                 state = previous
@@ -99,23 +116,20 @@ def run_training(state: TrainState, graph_batches: GraphBatch, settings: StepSet
                               f"the parameters of epoch {epoch} were kept.", RuntimeWarning, stacklevel=2)
                 break
             epochs_run = epoch + 1
-            for name, value in epoch_losses.items():
-                history["loss"][name].append(value)
-            history["lr"].append(lr_now)
+            history.append_epoch(epoch_losses, lr_now)
             loss_stop, improved, stop = loss_stop_update(loss_stop, epochs_run, epoch_losses["total"],
-                                                         config.patience, config.min_delta)
+                                                         stopping.patience, stopping.min_delta)
             if improved:
                 best_params = state.params
-            if plateau is not None:
-                plateau = lr_plateau_update(plateau, epoch_losses["total"])
-            if config.ari_every is not None and epochs_run % config.ari_every == 0:
+            plateau = plateau_update(plateau, epoch_losses["total"], optimizer)
+            if stopping.ari_every is not None and epochs_run % stopping.ari_every == 0:
                 started = time.perf_counter()
-                labels = probe_labels(embed(state.params), config.ari_k, seed=config.seed)
-                ari_stop, ari, ari_done = ari_stop_update(ari_stop, labels, config.ari_stop_threshold,
-                                                          config.ari_stop_patience)
+                labels = probe_labels(embed(state.params), stopping.ari_k, seed=probe_seed)
+                ari_stop, ari, ari_done = ari_stop_update(ari_stop, labels, stopping.ari_stop_threshold,
+                                                          stopping.ari_stop_patience)
                 log.debug("ARI probe at epoch %d took %.3f s", epochs_run, time.perf_counter() - started)
                 if ari is not None:
-                    history["ari"].append((epochs_run, ari))
+                    history.ari.append((epochs_run, ari))
                     last_ari = ari
                 if ari_done:
                     stopped_by = "ari"
@@ -124,7 +138,7 @@ def run_training(state: TrainState, graph_batches: GraphBatch, settings: StepSet
                 postfix["ari"] = f"{last_ari:.3f}"
             bar.set_postfix(postfix, refresh=False)
             if checkpoint is not None and checkpoint_every and epochs_run % checkpoint_every == 0:
-                checkpoint(epochs_run, snapshot())
+                checkpoint(state, current_loop())
             if stopped_by == "ari":
                 break
             if stop:
@@ -137,11 +151,12 @@ def run_training(state: TrainState, graph_batches: GraphBatch, settings: StepSet
         bar.close()
     if checkpoint is not None and epochs_run > start_epoch and not (
             checkpoint_every and epochs_run % checkpoint_every == 0):
-        checkpoint(epochs_run, snapshot())
-    restored = bool(config.restore_best and loss_stop.best_epoch > 0 and loss_stop.best_epoch != epochs_run)
+        checkpoint(state, current_loop())
+    restored = bool(stopping.restore_best and loss_stop.best_epoch > 0 and loss_stop.best_epoch != epochs_run)
     final_params = best_params if restored else state.params
-    history["early_stop"] = {
-        "best_epoch": loss_stop.best_epoch if loss_stop.best_epoch > 0 else None,
-        "best_loss": loss_stop.best_loss if loss_stop.best_epoch > 0 else None,
-        "stopped_epoch": epochs_run, "stopped_by": stopped_by, "restored_best": restored}
-    return state, final_params, history
+    history.early_stop = EarlyStop(
+        best_epoch=loss_stop.best_epoch if loss_stop.best_epoch > 0 else None,
+        best_loss=loss_stop.best_loss if loss_stop.best_epoch > 0 else None,
+        stopped_epoch=epochs_run, stopped_by=stopped_by, restored_best=restored)
+    return state, replace(current_loop(), history=history), final_params
+

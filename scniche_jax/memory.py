@@ -28,6 +28,7 @@ from typing import Optional, Sequence
 import jax
 
 from .batching import batch_size_of, splits_cleanly
+from .config import BatchConfig, ModelConfig
 from .losses import loss_block
 
 GB = 1e9
@@ -57,11 +58,11 @@ class BatchShapes:
                    mik_columns=int(batch.mik.shape[-1]))
 
     @classmethod
-    def expected(cls, n_cells: int, input_sizes: Sequence[int], k_graph: int, mik: int) -> "BatchShapes":
-        """Upper-bound shapes before the graphs are built (kNN graphs of ``k_graph``)."""
-        edges = 2 * (k_graph + 1) * n_cells
+    def expected(cls, n_cells: int, input_sizes: Sequence[int], n_neighbors: int, mik: int) -> "BatchShapes":
+        """Upper-bound shapes before the graphs are built (kNN graphs of ``n_neighbors``)."""
+        edges = 2 * (n_neighbors + 1) * n_cells
         return cls(n_cells=n_cells, input_sizes=tuple(input_sizes), edges=(edges,) * len(input_sizes),
-                   widths=(min(4 * (k_graph + 1), n_cells),) * len(input_sizes), consensus_edges=edges,
+                   widths=(min(4 * (n_neighbors + 1), n_cells),) * len(input_sizes), consensus_edges=edges,
                    mik_columns=mik * len(input_sizes))
 
 
@@ -127,25 +128,29 @@ class MemoryEstimate:
         return -(-(self.batch_num or 1) // self.n_devices)
 
 
-def estimate(n_cells: int, batch_num: Optional[int], batch_size: int, input_sizes: Sequence[int],
-             hidden_size_v: Sequence[int], hidden_size: Sequence[int], k_graph: int, mik: int,
-             block_size: int, precision: str, n_devices: int = 1,
-             shapes: Optional[BatchShapes] = None) -> MemoryEstimate:
-    """Peak memory of training ``n_cells`` cells in ``batch_num`` batches of ``batch_size``.
+def estimate(n_cells: int, batch_num: Optional[int], input_sizes: Sequence[int], model: ModelConfig,
+             batching: BatchConfig, shapes: Optional[BatchShapes] = None) -> MemoryEstimate:
+    """Peak memory of training ``n_cells`` cells in ``batch_num`` batches (None: the full graph).
 
     Args:
+      n_cells: cells to train on.
+      batch_num: resolved batch count (an integer or None).
+      input_sizes: width of each view.
+      model, batching: the run's configuration (widths, kNN, precision, block size, devices).
       shapes: the real shapes of a batch when its graphs exist; upper bounds otherwise.
 
     Returns:
       The estimate; ``device`` is per device, ``host`` counts the host copies made while the
       graphs are built (features, per-batch graphs and the stacked batches).
     """
-    shapes = shapes or BatchShapes.expected(batch_size, input_sizes, k_graph, mik)
+    batch_size = n_cells if batch_num is None else batch_size_of(n_cells, batch_num)
+    shapes = shapes or BatchShapes.expected(batch_size, input_sizes, model.n_neighbors, model.mik)
     n_batches = batch_num or 1
+    n_devices = batching.n_devices
     per_batch = batch_bytes(shapes)
-    step = step_bytes(shapes, hidden_size_v, hidden_size, block_size, precision)
-    fusion = fusion_bytes(batch_size, block_size)
-    state = state_bytes(input_sizes, hidden_size_v, hidden_size)
+    step = step_bytes(shapes, model.hidden_size_v, model.hidden_size, batching.block_size, batching.precision)
+    fusion = fusion_bytes(batch_size, batching.block_size)
+    state = state_bytes(input_sizes, model.hidden_size_v, model.hidden_size)
     device = -(-n_batches // n_devices) * per_batch + step + fusion + state
     features = 4 * n_cells * sum(input_sizes)
     host = features + 2 * n_batches * per_batch + fusion
@@ -183,28 +188,30 @@ def _needed(e: MemoryEstimate, platform: str) -> int:
     return e.device + RUNTIME_BYTES + (e.host if platform == "cpu" else 0)
 
 
-def check_memory(n_cells: int, batch_num: Optional[int], batch_size: int, input_sizes: Sequence[int],
-                 hidden_size_v: Sequence[int], hidden_size: Sequence[int], k_graph: int, mik: int,
-                 block_size: int, precision: str, n_devices: int, platform: str,
-                 available: int) -> MemoryEstimate:
+def check_memory(n_cells: int, batch_num: Optional[int], input_sizes: Sequence[int], model: ModelConfig,
+                 batching: BatchConfig, device: jax.Device) -> MemoryEstimate:
     """Raises a ``ValueError`` naming a ``batch_num`` that fits when this run would not.
 
     Args:
-      available: bytes each device may use (RAM on a CPU).
+      n_cells, batch_num, input_sizes, model, batching: as for :func:`estimate`.
+      device: the (first) training device; its free memory is the limit unless
+        ``batching.memory_limit`` sets one.
 
     Returns:
       The estimate of the requested configuration when it fits.
     """
-    common = dict(input_sizes=input_sizes, hidden_size_v=hidden_size_v, hidden_size=hidden_size, k_graph=k_graph,
-                  mik=mik, block_size=block_size, precision=precision, n_devices=n_devices)
-    wanted = estimate(n_cells, batch_num, batch_size, **common)
+    platform = device.platform
+    available = int(batching.memory_limit if batching.memory_limit is not None
+                    else 0.9 * available_bytes(device))
+    n_devices = batching.n_devices
+    wanted = estimate(n_cells, batch_num, input_sizes, model, batching)
     if _needed(wanted, platform) <= available:
         return wanted
-    smallest = k_graph + 1
+    smallest = model.n_neighbors + 1
     most = (n_cells // smallest) // n_devices * n_devices
 
     def fits(count: int) -> bool:
-        return _needed(estimate(n_cells, count, batch_size_of(n_cells, count), **common), platform) <= available
+        return _needed(estimate(n_cells, count, input_sizes, model, batching), platform) <= available
 
     start = max((batch_num or 1) + 1, n_devices)
     start = -(-start // n_devices) * n_devices
@@ -212,9 +219,9 @@ def check_memory(n_cells: int, batch_num: Optional[int], batch_size: int, input_
     head = (f"training {n_cells:,} cells {what} needs about {_gb(_needed(wanted, platform))} on {platform} "
             f"({wanted.describe()}) but about {_gb(available)} is free")
     if most < start or not fits(most):
-        least = estimate(n_cells, max(most, n_devices), batch_size_of(n_cells, max(most, n_devices)), **common)
+        least = estimate(n_cells, max(most, n_devices), input_sizes, model, batching)
         raise ValueError(f"{head}, and no batch_num fits (the smallest batches still need about "
-                         f"{_gb(_needed(least, platform))}). Use more devices, a smaller k_graph, or fewer "
+                         f"{_gb(_needed(least, platform))}). Use more devices, a smaller n_neighbors, or fewer "
                          "cells (e.g. one slice at a time).")
     low, high = start, most  # fits(high); binary search over multiples of n_devices
     if fits(low):
@@ -229,7 +236,7 @@ def check_memory(n_cells: int, batch_num: Optional[int], batch_size: int, input_
             low = mid
     while not splits_cleanly(n_cells, high) and high + n_devices <= most:
         high += n_devices
-    good = estimate(n_cells, high, batch_size_of(n_cells, high), **common)
+    good = estimate(n_cells, high, input_sizes, model, batching)
     raise ValueError(f"{head}. batch_num={high} fits (about {_gb(_needed(good, platform))}, batches of "
                      f"{good.batch_size:,} cells): pass batch_num={high}, or memory_limit= to override the "
                      "check.")

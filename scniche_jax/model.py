@@ -1,145 +1,517 @@
-"""Flax modules of the MGAE (REFERENCE §4) and its Discriminator.
+"""The scNiche :class:`Model`: construct, ``train`` (again to continue), ``embed``, ``save``, ``load``.
 
-Parameter layouts: a GraphConv kernel is (in, out) like DGL's; Dense kernels are (in, out)
-where torch's ``nn.Linear`` stores (out, in) (see :mod:`scniche_jax.torch_format`).
-Initialisers follow the reference: Xavier-uniform for GraphConv and fusion weights, zero
-GraphConv biases, and PyTorch's ``nn.Linear`` default ``U(-1/√in, 1/√in)`` for the GFN and
-Discriminator weights and biases.
+The AnnData edge of training: it reads the views from an AnnData, hands arrays to the input
+pipeline, the jitted epoch and the host loop, and keeps the results (parameters, optimizer
+state, the loop's state and history) on the model, never on the AnnData.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import logging
+import os
+from collections import OrderedDict
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Mapping, NamedTuple, Optional, Sequence, Union
 
-import flax.linen as nn
+import anndata as ad
 import jax
 import jax.numpy as jnp
-import jraph
+import numpy as np
+
+from . import persistence
+from . import validation as val
+from ._deprecation import refuse_unknown, renamed
+from .batching import batch_size_of, cells_from_batches
+from .config import BatchConfig, DataShape, ModelConfig, OptimizerConfig, StoppingConfig
+from .history import History
+from .loop import LoopState, run_training
+from .memory import check_memory
+from .networks import GraphFusionNetwork
+from .optimizer import Plateau, make_optimizer
+from .parallel import Placement
+from .pipeline import (GraphBatch, batch_at, build_host_batches, embedding_batches, plan_batches,
+                       resolve_batch_num)
+from .progress import progress_write
+from .step import StepSettings, TrainState, init_state, make_state
+from .stopping import AriStop, LossStop
+from .torch_format import (discriminator_params_from_state_dict, discriminator_params_to_state_dict, load_torch,
+                           mgae_params_from_state_dict, mgae_params_to_state_dict, save_torch)
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
 
 
-def torch_linear_init(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32,
-                      fan_in: int | None = None) -> jax.Array:
-    """PyTorch ``nn.Linear`` default init: ``U(-1/√fan_in, 1/√fan_in)`` (kernel (in, out))."""
-    fan_in = shape[0] if fan_in is None else fan_in
-    bound = 1.0 / jnp.sqrt(fan_in)
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
+class _Run(NamedTuple):
+    """What one ``train`` call built: the batches on their device(s), for the final embedding."""
+
+    batches: list
+    graph_batches: GraphBatch
+    placement: Placement
+    settings: StepSettings
 
 
-class TorchDense(nn.Module):
-    """``nn.Dense`` with PyTorch ``nn.Linear`` default initialisation."""
-
-    features: int
-
-    @nn.compact
-    def __call__(self, x: jax.Array, precision=None) -> jax.Array:
-        fan_in = x.shape[-1]
-        kernel = self.param("kernel", torch_linear_init, (fan_in, self.features))
-        bias = self.param("bias", lambda k, s: torch_linear_init(k, s, fan_in=fan_in), (self.features,))
-        return jnp.dot(x, kernel, precision=precision) + bias
+def read_views(adata: ad.AnnData, views: Sequence[str]) -> list[np.ndarray]:
+    """The checked feature matrix of every view (dense, finite, one row per cell)."""
+    out = []
+    for key in views:
+        val.check_obsm_key(adata, key, "Run scniche_jax.pp.cal_spatial_neighbors / cal_spatial_exp "
+                                       "(or process_multi_slices) first, or pass views=[...].")
+        out.append(val.dense_float_matrix(adata.obsm[key], f"adata.obsm[{key!r}]", adata.n_obs))
+    return out
 
 
-def aggregate(x: jax.Array, graph: jraph.GraphsTuple) -> jax.Array:
-    """``out[d] = Σ_{s→d} w_sd · x[s]`` with the GCN weights held in ``graph.edges``."""
-    messages = x[graph.senders] * graph.edges[:, None].astype(x.dtype)
-    return jax.ops.segment_sum(messages, graph.receivers, num_segments=x.shape[0])
+class Model:
+    """An scNiche model, in the scvi-tools way.
 
+    ``Model(...)`` fixes the architecture; :meth:`train` trains it on an AnnData (calling it
+    again continues from the current parameters, optimizer state, learning rate, RNG and
+    history); :meth:`embed` computes the embedding; :meth:`save` / :func:`scniche_jax.load`
+    write and read it.
 
-class GraphConv(nn.Module):
-    """DGL ``GraphConv(norm='both')``: ``indeg^-1/2 · A · outdeg^-1/2 · X W + b``.
+    Args:
+      views: ``obsm`` keys of the views; ``('X_cn_norm', 'X_data', 'X_data_nbr')`` when None.
+      hidden_size_v: view-encoder widths.
+      hidden_size: shared-encoder widths; the last is the embedding width.
+      n_neighbors: kNN neighbours per cell in each view's feature graph (was ``k_graph``).
+      mik: nearest neighbours per view used as positive pairs of the MI loss.
+      dropout: dropout rate while training (the reference's 0.1, always on).
+      deterministic_embedding: embed with dropout off (default); False reproduces the
+        reference's random final embedding.
+      gre_semantics: ``'gpu'`` reports ``loss_gre`` with R, ``'cpu'`` with R + Rᵀ.
+      variant: ``'reference'`` (the model exactly as the reference computes it).
+      seed: seed of every random choice (initialisation, dropout, negatives, probes).
 
-    Like DGL, multiplies by ``W`` before aggregating when the layer narrows the features
-    and after otherwise (same math, DGL's rounding).
+    Attributes:
+      config: the :class:`~scniche_jax.config.ModelConfig`.
+      data_shape: view widths and graph size, known after the first ``train``.
+      params: the MGAE parameters the embedding uses (the best-loss ones with
+        ``restore_best``).
+      gfn_params, discriminator_params: the frozen fusion network and discriminator.
+      history: a :class:`~scniche_jax.history.History` of every epoch.
     """
 
-    features: int
+    def __init__(self, *, views: Optional[Sequence[str]] = None, hidden_size_v: Sequence[int] = (10,),
+                 hidden_size: Sequence[int] = (32, 10), n_neighbors: int = 20, mik: int = 5, dropout: float = 0.1,
+                 deterministic_embedding: bool = True, gre_semantics: str = "gpu", variant: str = "reference",
+                 seed: int = 0, **deprecated):
+        n_neighbors = renamed(deprecated, "k_graph", "n_neighbors", n_neighbors, 20)
+        refuse_unknown(deprecated, "Model()")
+        self.config = ModelConfig(views=DEFAULT_VIEWS if views is None else views, hidden_size_v=hidden_size_v,
+                                  hidden_size=hidden_size, n_neighbors=n_neighbors, mik=mik, dropout=dropout,
+                                  deterministic_embedding=deterministic_embedding, gre_semantics=gre_semantics,
+                                  variant=variant, seed=seed)
+        self.data_shape: Optional[DataShape] = None
+        self.optimizer_config: Optional[OptimizerConfig] = None
+        self.stopping_config: Optional[StoppingConfig] = None
+        self.batch_config: Optional[BatchConfig] = None
+        self.params = None
+        self.gfn_params = None
+        self.discriminator_params = None
+        self._state: Optional[TrainState] = None
+        self._loop: Optional[LoopState] = None
 
-    @nn.compact
-    def __call__(self, x: jax.Array, graph: jraph.GraphsTuple) -> jax.Array:
-        kernel = self.param("kernel", nn.initializers.xavier_uniform(), (x.shape[-1], self.features))
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        if x.shape[-1] > self.features:
-            out = aggregate(x @ kernel, graph)
+    # --- what the model knows ---------------------------------------------------------------
+
+    @property
+    def history(self) -> History:
+        return History() if self._loop is None else self._loop.history
+
+    @property
+    def opt_state(self):
+        """Adam's state after the last epoch (with the learning rate); None before training."""
+        return None if self._state is None else self._state.opt_state
+
+    @property
+    def is_trained(self) -> bool:
+        return self.params is not None
+
+    def __repr__(self) -> str:
+        c = self.config
+        if self.data_shape is None:
+            where = "not trained"
         else:
-            out = aggregate(x, graph) @ kernel
-        return out + bias
+            d = self.data_shape
+            mode = "full graph" if d.batch_num is None else f"{d.batch_num} batches"
+            where = f"{mode} of {d.batch_size} cells, epochs run={self.history.epochs_run}"
+        return (f"scniche_jax.Model(views={list(c.views)}, hidden_size={list(c.hidden_size)}, "
+                f"variant={c.variant!r}, {where})")
+
+    def plot_history(self):
+        """A matplotlib figure of the loss components, the learning rate and the probe ARIs.
+
+        Returns:
+          ``matplotlib.figure.Figure`` (needs the ``plot`` extra: ``pip install 'scniche-jax[plot]'``).
+        """
+        from .plotting import history_figure
+
+        return history_figure(self.history)
+
+    # --- training ---------------------------------------------------------------------------
+
+    def train(self, adata: ad.AnnData, *, epochs: int = 100, lr: float = 0.01, lr_patience: Optional[int] = 5,
+              lr_factor: float = 0.5, min_lr: float = 1e-6, patience: Optional[int] = None, min_delta: float = 0.0,
+              restore_best: bool = True, ari_every: Optional[int] = None, ari_k: int = 10,
+              ari_stop_threshold: Optional[float] = None, ari_stop_patience: int = 2,
+              batch_num: Optional[int | str] = None, cells_per_batch: Optional[int] = None,
+              precision: str = "bf16", block_size: int = 1024, memory_limit: Optional[float] = None,
+              devices: Optional[Sequence[jax.Device]] = None, checkpoint_dir: Optional[PathLike] = None,
+              checkpoint_every: int = 10, progress: bool = True) -> None:
+        """Trains for up to ``epochs`` more epochs; a second call continues where this one stopped.
+
+        Continuing is exact: ``train(epochs=10)`` twice gives the parameters of
+        ``train(epochs=20)`` once (same seed; the epoch count selects each epoch's randomness).
+        The learning-rate schedule continues too, unless ``lr`` differs from the previous call's,
+        which restarts it at the new ``lr``. Loss patience counts across calls.
+
+        Args:
+          adata: cells with the views in ``obsm`` (see :mod:`scniche_jax.pp`); not modified.
+          epochs: most epochs of this call.
+          lr, lr_patience, lr_factor, min_lr: Adam's learning rate and the plateau schedule
+            (see :class:`~scniche_jax.config.OptimizerConfig`).
+          patience, min_delta, restore_best, ari_every, ari_k, ari_stop_threshold,
+            ari_stop_patience: stopping (see :class:`~scniche_jax.config.StoppingConfig`).
+          batch_num, cells_per_batch, precision, block_size, memory_limit: the batch layout
+            (see :class:`~scniche_jax.config.BatchConfig`); a continued run must keep the
+            graph size of the first.
+          devices: train data-parallel on these devices (e.g. ``jax.devices()``), one batch per
+            device per step with averaged gradients; ``batch_num`` a multiple of their count.
+          checkpoint_dir: save a training checkpoint here every ``checkpoint_every`` epochs and
+            at the end (the newest three kept); ``scniche_jax.load(checkpoint_dir)`` then
+            ``train`` resumes.
+          checkpoint_every: epochs between checkpoints.
+          progress: show progress bars.
+        """
+        self._train(adata, epochs=epochs, lr=lr, lr_patience=lr_patience, lr_factor=lr_factor, min_lr=min_lr,
+                    patience=patience, min_delta=min_delta, restore_best=restore_best, ari_every=ari_every,
+                    ari_k=ari_k, ari_stop_threshold=ari_stop_threshold, ari_stop_patience=ari_stop_patience,
+                    batch_num=batch_num, cells_per_batch=cells_per_batch, precision=precision,
+                    block_size=block_size, memory_limit=memory_limit, devices=devices,
+                    checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, progress=progress)
+
+    def _train(self, adata: ad.AnnData, *, devices, checkpoint_dir, checkpoint_every, progress,
+               **options) -> _Run:
+        """:meth:`train`, returning the device batches for the final embedding."""
+        optimizer = OptimizerConfig(**{k: options.pop(k) for k in ("lr", "lr_patience", "lr_factor", "min_lr")})
+        stopping = StoppingConfig(**{k: options.pop(k) for k in (
+            "epochs", "patience", "min_delta", "restore_best", "ari_every", "ari_k", "ari_stop_threshold",
+            "ari_stop_patience")})
+        placement = Placement.of(devices)
+        batching = BatchConfig(n_devices=placement.n_devices, **options)
+        if checkpoint_dir is not None:
+            checkpoint_dir = persistence.check_writable_dir(checkpoint_dir, "checkpoint_dir")
+            val.check_positive_int(checkpoint_every, "checkpoint_every")
+        val.check_unique_obs_names(adata)
+        features = read_views(adata, self.config.views)
+        input_sizes = tuple(f.shape[1] for f in features)
+        batch_num = resolve_batch_num(adata.n_obs, batching.batch_num, batching.cells_per_batch,
+                                      placement.platform, placement.n_devices)
+        if batching.batch_num == "auto":
+            chosen = ("the full graph" if batch_num is None else
+                      f"batch_num={batch_num} (batches of {batch_size_of(adata.n_obs, batch_num):,} cells)")
+            message = (f"scniche_jax: batch_num='auto' chose {chosen} for {adata.n_obs:,} cells on "
+                       f"{placement.n_devices} {placement.platform} device(s)")
+            log.info(message)
+            if progress:
+                progress_write(message)
+        batches = plan_batches(adata.n_obs, batch_num, self.config.n_neighbors)
+        shape = DataShape(input_sizes=input_sizes, batch_size=batches[0].size, batch_num=batch_num)
+        if self.data_shape is not None:
+            self._check_continuation(shape)
+        check_memory(adata.n_obs, batch_num, input_sizes, self.config, batching, placement.device)
+
+        k_init, k_gfn, k_train, _ = self._keys()
+        if self.gfn_params is None:
+            size = shape.batch_size
+            self.gfn_params = GraphFusionNetwork(size).init(k_gfn, jnp.zeros((1, size), jnp.float32))["params"]
+        settings = StepSettings.of(self.config, batching)
+        host_batches = build_host_batches(features, batches, self.gfn_params, self.config.n_neighbors,
+                                          self.config.mik, self.config.gre_semantics, batching.block_size, progress)
+        loop = self._loop
+        if self._state is not None:
+            state = self._state
+        elif self.params is not None:  # read from a reference model.pt: fresh Adam around its weights
+            state = make_state(self.params, self.discriminator_params, optimizer.lr)
+        else:
+            state = init_state(k_init, batch_at(host_batches, 0), settings, optimizer.lr)
+        if loop is None or (self.optimizer_config is not None and optimizer.lr != self.optimizer_config.lr):
+            history = History() if loop is None else loop.history
+            loop = replace(LoopState.start(optimizer.lr), history=history,
+                           **({} if loop is None else {"loss_stop": loop.loss_stop, "ari_stop": loop.ari_stop,
+                                                       "best_params": loop.best_params}))
+        graph_batches = placement.put_batches(host_batches)
+        del host_batches
+        self.data_shape = shape if self.data_shape is None else self.data_shape
+        self.optimizer_config, self.stopping_config, self.batch_config = optimizer, stopping, batching
+
+        def probe(params) -> np.ndarray:
+            return cells_from_batches(placement.embed(params, graph_batches, None, settings), batches, adata.n_obs)
+
+        checkpoint = None
+        if checkpoint_dir is not None:
+            def checkpoint(state_now: TrainState, loop_now: LoopState) -> None:
+                self._save_checkpoint(checkpoint_dir, state_now, loop_now)
+
+        state, loop, final_params = run_training(
+            state, graph_batches, placement, settings, optimizer, stopping, k_train, loop, probe, progress,
+            checkpoint=checkpoint, checkpoint_every=checkpoint_every, probe_seed=self.config.seed)
+        self._state = jax.device_get(state)
+        self._loop = replace(loop, best_params=jax.device_get(loop.best_params))
+        self.params = jax.device_get(final_params)
+        self.discriminator_params = self._state.discriminator
+        return _Run(batches, graph_batches, placement, settings)
+
+    def _keys(self):
+        """``(init, fusion network, training, embedding)`` keys from the seed."""
+        return jax.random.split(jax.random.key(self.config.seed), 4)
+
+    def _check_continuation(self, shape: DataShape) -> None:
+        d = self.data_shape
+        if shape.input_sizes != d.input_sizes:
+            raise ValueError(f"the views have widths {list(shape.input_sizes)} but the model was trained on "
+                             f"{list(d.input_sizes)}; continue with data of the same features (same genes, PCA, "
+                             "cell types).")
+        if shape.batch_size != d.batch_size:
+            raise ValueError(f"this run's graphs hold {shape.batch_size} cells but the model's hold {d.batch_size} "
+                             f"(its fusion network's width); continue with batch_num={d.batch_num} on data of the "
+                             "same size.")
+
+    # --- embedding ------------------------------------------------------------------------
+
+    def embed(self, adata: ad.AnnData, *, seed: Optional[int] = None) -> np.ndarray:
+        """The embedding of ``adata``'s cells (n_obs × latent_dim), computed anew.
+
+        The view graphs are built from ``adata``'s views. An AnnData of the training size is
+        embedded exactly as in training (the same batches); other data is cut into batches of
+        the model's graph size (the fusion network's width), each cell embedded once.
+
+        Args:
+          adata: cells with the same views (same ``obsm`` keys and widths) as the model's.
+          seed: with ``deterministic_embedding=False``, the dropout seed.
+
+        Returns:
+          float32 array in ``adata.obs_names`` order; ``adata`` is not modified.
+        """
+        if not self.is_trained:
+            raise ValueError("this model is not trained yet; call model.train(adata) first.")
+        val.check_unique_obs_names(adata)
+        features = read_views(adata, self.config.views)
+        d = self.data_shape
+        for key, f, width in zip(self.config.views, features, d.input_sizes):
+            if f.shape[1] != width:
+                raise ValueError(f"adata.obsm[{key!r}] has {f.shape[1]} columns but the model was trained "
+                                 f"on {width}; use data with the same features (same genes, PCA, cell types).")
+        batches = embedding_batches(adata.n_obs, d.batch_size, d.batch_num, self.config.seed)
+        block_size = self.batch_config.block_size if self.batch_config is not None else BatchConfig().block_size
+        host = build_host_batches(features, batches, self.gfn_params, self.config.n_neighbors, self.config.mik,
+                                  self.config.gre_semantics, block_size)
+        settings = StepSettings.of(self.config, self.batch_config or BatchConfig())
+        placement = Placement.of(None)
+        key = None if seed is None else jax.random.key(seed)
+        return self._embed_batches(_Run(batches, placement.put_batches(host), placement, settings), adata.n_obs, key)
+
+    def _embed_batches(self, run: _Run, n_cells: int, dropout_key=None) -> np.ndarray:
+        if self.config.deterministic_embedding:
+            dropout_key = None
+        elif dropout_key is None:
+            dropout_key = jax.random.fold_in(jax.random.key(self.config.seed), 1)
+        z = run.placement.embed(self.params, run.graph_batches, dropout_key, run.settings)
+        return np.asarray(cells_from_batches(np.asarray(z), run.batches, n_cells), dtype=np.float32)
+
+    # --- torch interop ----------------------------------------------------------------------
+
+    def to_torch_dict(self) -> dict[str, Any]:
+        """The reference trainer rewrite's ``model.pt`` content (tensors as numpy arrays)."""
+        c, d = self.config, self.data_shape
+        mgae = mgae_params_to_state_dict(self.params, self.gfn_params, len(c.views), len(c.hidden_size_v),
+                                         len(c.hidden_size))
+        h = self.history
+        return {
+            "model_state": OrderedDict(mgae),
+            "discriminator_state": OrderedDict(discriminator_params_to_state_dict(self.discriminator_params)),
+            "config": {"input_size": list(d.input_sizes), "hidden_size_v": list(c.hidden_size_v),
+                       "hidden_size": list(c.hidden_size), "views": len(c.views), "batch_size": d.batch_size,
+                       "latent_dim": c.latent_dim, "choose_views": list(c.views)},
+            "training": {"loss": list(h.loss["total"]), "lr": list(h.lr), "ari": [tuple(p) for p in h.ari],
+                         "early_stop": None if h.early_stop is None else h.to_dict()["early_stop"]},
+        }
+
+    @classmethod
+    def from_torch(cls, source: Union[PathLike, Mapping[str, Any]]) -> "Model":
+        """A model from a reference-trained ``model.pt`` (path or loaded dict), without torch.
+
+        Args:
+          source: the file (read with a restricted unpickler that never runs code) or the
+            dictionary ``torch.load`` returned (tensors or numpy arrays).
+
+        Returns:
+          The :class:`Model`, ready to embed (and to train further, with fresh Adam moments).
+        """
+        data = load_torch(source) if isinstance(source, (str, os.PathLike)) else source
+        name = str(source) if isinstance(source, (str, os.PathLike)) else "the model.pt dictionary"
+        try:
+            cfg = data["config"]
+            views = tuple(cfg.get("choose_views") or [f"view{v}" for v in range(int(cfg["views"]))])
+            model = cls(views=views, hidden_size_v=tuple(int(x) for x in cfg["hidden_size_v"]),
+                        hidden_size=tuple(int(x) for x in cfg["hidden_size"]))
+            model.data_shape = DataShape(input_sizes=tuple(int(x) for x in cfg["input_size"]),
+                                         batch_size=int(cfg["batch_size"]))
+            state = {k: _as_numpy(v) for k, v in data["model_state"].items()}
+            model.params, model.gfn_params = mgae_params_from_state_dict(
+                state, len(views), len(model.config.hidden_size_v), len(model.config.hidden_size))
+            model.discriminator_params = discriminator_params_from_state_dict(
+                {k: _as_numpy(v) for k, v in data["discriminator_state"].items()})
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{name} is not an scNiche model.pt ({err})") from err
+        training = data.get("training") or {}
+        history = History.from_dict({"loss": {"total": training.get("loss", [])}, "lr": training.get("lr", []),
+                                     "ari": training.get("ari", []), "early_stop": training.get("early_stop")})
+        model._loop = LoopState(Plateau(history.lr[-1] if history.lr else OptimizerConfig().lr), history)
+        return model
+
+    # --- save and load --------------------------------------------------------------------
+
+    def _config_dict(self) -> dict[str, Any]:
+        out = {"model": self.config.to_dict(), "data": self.data_shape.to_dict()}
+        for name, cfg in (("optimizer", self.optimizer_config), ("stopping", self.stopping_config),
+                          ("batching", self.batch_config)):
+            if cfg is not None:
+                out[name] = cfg.to_dict()
+        return out
+
+    def _state_tree(self, params, state: Optional[TrainState], loop: Optional[LoopState]) -> dict[str, Any]:
+        tree: dict[str, Any] = {"params": params, "discriminator": self.discriminator_params}
+        if state is not None:
+            tree["train_state"] = {"params": state.params, "discriminator": state.discriminator,
+                                   "opt_state": _opt_state_tree(state.opt_state)}
+        if loop is not None and loop.best_params is not None:
+            tree["best_params"] = loop.best_params
+        if loop is not None and loop.ari_stop.labels is not None:
+            tree["ari_labels"] = np.asarray(loop.ari_stop.labels, np.int32)
+        return tree
+
+    @staticmethod
+    def _meta(loop: Optional[LoopState]) -> dict[str, Any]:
+        if loop is None:
+            return {"history": History().to_dict()}
+        return {"history": loop.history.to_dict(), "plateau": list(loop.plateau),
+                "loss_stop": list(loop.loss_stop), "ari_streak": loop.ari_stop.streak}
+
+    def _save_checkpoint(self, directory: Path, state: TrainState, loop: LoopState) -> None:
+        persistence.save_training_checkpoint(directory, loop.epochs_run, self._config_dict(), self.gfn_params,
+                                             self._state_tree(state.params, state, loop), self._meta(loop))
+
+    def save(self, path: PathLike, *, adata: Optional[ad.AnnData] = None, overwrite: bool = False,
+             key_added: str = "X_scniche", **deprecated) -> Path:
+        """Writes the model folder: ``config.json``, ``model.pt``, ``state/`` [, ``adata.h5ad``].
+
+        The folder is built beside ``path`` and swapped in at the end, so an interrupted save
+        (even a killed process) leaves the previous one intact and no half-written file.
+
+        Args:
+          path: the folder.
+          adata: also write ``adata.h5ad`` with the results only (``obs``, ``obsm[key_added]`` and
+            ``obsm['spatial']`` when present; nothing of the model).
+          overwrite: replace an existing non-empty folder.
+          key_added: ``obsm`` key of the embedding in ``adata`` (was ``key``).
+
+        Returns:
+          The absolute folder path.
+        """
+        key_added = renamed(deprecated, "key", "key_added", key_added, "X_scniche")
+        refuse_unknown(deprecated, "Model.save()")
+        if not self.is_trained:
+            raise ValueError("this model is not trained yet; call model.train(adata) before saving.")
+        path = persistence.check_writable_dir(path, "save path")
+        if path.exists() and any(path.iterdir()) and not overwrite:
+            raise ValueError(f"{str(path)!r} already exists and is not empty; pass overwrite=True "
+                             "or choose another folder.")
+        results = None
+        if adata is not None:
+            if key_added not in adata.obsm:
+                raise ValueError(f"adata.obsm has no {key_added!r} to save; run fit or pass key_added=...")
+            results = ad.AnnData(obs=adata.obs.copy())
+            results.obsm[key_added] = np.asarray(adata.obsm[key_added])
+            if "spatial" in adata.obsm:
+                results.obsm["spatial"] = np.asarray(adata.obsm["spatial"])
+        torch_dict = self.to_torch_dict()
+        persistence.save_model_folder(path, self._config_dict(), self._state_tree(self.params, self._state, self._loop),
+                                      self._meta(self._loop), lambda p: save_torch(torch_dict, p), results,
+                                      overwrite=overwrite)
+        return path
+
+    @classmethod
+    def _from_saved(cls, config: dict, gfn_params, state: dict[str, Any], meta: dict[str, Any]) -> "Model":
+        model = cls(**ModelConfig.from_dict(config["model"]).__dict__)
+        model.data_shape = DataShape.from_dict(config["data"])
+        model.optimizer_config = OptimizerConfig.from_dict(config["optimizer"]) if "optimizer" in config else None
+        model.stopping_config = StoppingConfig.from_dict(config["stopping"]) if "stopping" in config else None
+        model.batch_config = BatchConfig.from_dict(config["batching"]) if "batching" in config else None
+        model.params, model.discriminator_params, model.gfn_params = state["params"], state["discriminator"], gfn_params
+        if "train_state" in state:
+            ts = state["train_state"]
+            model._state = TrainState(ts["params"], _opt_state_from_tree(ts["opt_state"]), ts["discriminator"])
+        history = History.from_dict(meta["history"])
+        if "plateau" in meta:
+            labels = state.get("ari_labels")
+            model._loop = LoopState(Plateau(*meta["plateau"]), history, LossStop(*meta["loss_stop"]),
+                                    AriStop(None if labels is None else np.asarray(labels), int(meta["ari_streak"])),
+                                    state.get("best_params"))
+        else:
+            model._loop = LoopState(Plateau(model.optimizer_config.lr if model.optimizer_config else 0.01), history)
+        return model
+
+    @classmethod
+    def load(cls, path: PathLike) -> "Model":
+        """Reads a folder written by :meth:`save`, a training-checkpoint folder, or a ``model.pt``.
+
+        Orbax restores every array bit for bit; a folder with only ``model.pt`` is read as with
+        :meth:`from_torch`. A checkpoint folder gives the newest complete checkpoint, ready to
+        :meth:`train` on.
+        """
+        path = Path(path).expanduser().resolve()
+        if path.is_file():
+            return cls.from_torch(path)
+        if not path.is_dir():
+            raise ValueError(f"{str(path)!r} does not exist; pass a folder written by Model.save or a model.pt.")
+        kind = persistence.folder_kind(path)
+        if kind == "torch":
+            return cls.from_torch(path / persistence.TORCH_FILE)
+        if kind == "checkpoints":
+            config, gfn, state, meta = persistence.load_training_checkpoint(path)
+            return cls._from_saved(config, gfn, state, meta)
+        config, state, meta = persistence.load_model_folder(path)
+        torch_model = cls.from_torch(path / persistence.TORCH_FILE)
+        return cls._from_saved(config, torch_model.gfn_params, state, meta)
 
 
-class FeatureFusion(nn.Module):
-    """``softmax_rows(Σ_v dropout(f_v) @ W_v)`` (the reference's trailing ReLU is a no-op)."""
-
-    n_views: int
-    dropout_rate: float
-
-    @nn.compact
-    def __call__(self, feats: Sequence[jax.Array], deterministic: bool) -> jax.Array:
-        width = feats[0].shape[-1]
-        total = 0.0
-        for v, f in enumerate(feats):
-            w = self.param(f"weight_{v}", nn.initializers.xavier_uniform(), (width, width))
-            f = nn.Dropout(self.dropout_rate, deterministic=deterministic)(f)
-            total = total + f @ w
-        return jax.nn.softmax(total, axis=-1)
+DEFAULT_VIEWS = ModelConfig().views
 
 
-class MGAE(nn.Module):
-    """Multi-view graph autoencoder without its (frozen) graph fusion network.
-
-    ``__call__`` takes the view graphs (``nodes`` = features) and the precomputed consensus
-    graph and returns the embedding ``z`` and the V decoder inputs ``dropout_v(z)`` whose
-    inner products are the reconstruction logits.
-    """
-
-    hidden_size_v: tuple[int, ...] = (10,)
-    hidden_size: tuple[int, ...] = (32, 10)
-    n_views: int = 3
-    dropout_rate: float = 0.1
-
-    @nn.compact
-    def __call__(self, view_graphs: Sequence[jraph.GraphsTuple], consensus: jraph.GraphsTuple,
-                 deterministic: bool = True) -> tuple[jax.Array, tuple[jax.Array, ...]]:
-        feats = []
-        for v, graph in enumerate(view_graphs):
-            h = graph.nodes
-            for j, width in enumerate(self.hidden_size_v):
-                h = GraphConv(width, name=f"view{v}_layer{j}")(h, graph)
-                if j < len(self.hidden_size_v) - 1:
-                    h = jax.nn.relu(h)
-            feats.append(h)
-        h = FeatureFusion(self.n_views, self.dropout_rate, name="feature_fusion")(feats, deterministic)
-        for j, width in enumerate(self.hidden_size):
-            h = GraphConv(width, name=f"shared_layer{j}")(h, consensus)
-            if j < len(self.hidden_size) - 1:
-                h = jax.nn.relu(h)
-        z = h
-        decoder_inputs = tuple(
-            nn.Dropout(self.dropout_rate, deterministic=deterministic, name=f"decoder_dropout{v}")(z)
-            for v in range(self.n_views))
-        return z, decoder_inputs
+def _opt_state_tree(opt_state) -> dict[str, Any]:
+    adam = opt_state.inner_state
+    return {"count": opt_state.count, "learning_rate": opt_state.hyperparams["learning_rate"],
+            "adam_count": adam.count, "mu": adam.mu, "nu": adam.nu}
 
 
-class GraphFusionNetwork(nn.Module):
-    """``Linear(B, B//2) → ReLU → Linear(B//2, B)`` applied to rows of ``S = Σ_v A_v``.
+def _opt_state_from_tree(tree: dict[str, Any]):
+    """The optimizer state of :func:`_opt_state_tree`'s output (as :func:`make_optimizer` builds it)."""
+    from .optimizer import TorchAdamState
 
-    Runs in fp32 at highest matmul precision: outputs lie within 1e-4 of the rounding
-    threshold, so TF32/bf16 would flip consensus edges.
-    """
-
-    n_nodes: int
-
-    @nn.compact
-    def __call__(self, rows: jax.Array) -> jax.Array:
-        hp = jax.lax.Precision.HIGHEST
-        h = jax.nn.relu(TorchDense(self.n_nodes // 2, name="hidden")(rows, precision=hp))
-        return TorchDense(self.n_nodes, name="output")(h, precision=hp)
+    template = make_optimizer(float(tree["learning_rate"])).init(tree["mu"])
+    inner = TorchAdamState(jnp.asarray(tree["adam_count"], jnp.int32), tree["mu"], tree["nu"])
+    hyper = dict(template.hyperparams)
+    hyper["learning_rate"] = jnp.asarray(tree["learning_rate"], jnp.float32)
+    return template._replace(count=jnp.asarray(tree["count"], template.count.dtype), hyperparams=hyper,
+                             inner_state=inner)
 
 
-class Discriminator(nn.Module):
-    """MLP ``2d → d → d → d → 1`` with ReLUs, returning the pre-sigmoid logit."""
+def _as_numpy(value) -> np.ndarray:
+    if hasattr(value, "detach"):  # a torch tensor from torch.load
+        value = value.detach().cpu().numpy()
+    return np.asarray(value, np.float32)
 
-    latent_dim: int
 
-    @nn.compact
-    def __call__(self, left: jax.Array, right: jax.Array) -> jax.Array:
-        h = jnp.concatenate([left, right], axis=-1)
-        for j in range(3):
-            h = jax.nn.relu(TorchDense(self.latent_dim, name=f"layer{j}")(h))
-        return TorchDense(1, name="layer3")(h)[..., 0]
+def load(path: PathLike) -> Model:
+    """Loads a model saved with :meth:`Model.save`, a training-checkpoint folder, or a ``model.pt``."""
+    return Model.load(path)

@@ -1,8 +1,13 @@
-"""Adam with PyTorch's operation order and accurate bias corrections, as an optax transform.
+"""The optimizer: Adam in PyTorch's operation order, with the learning rate as a hyperparameter
+of the optax chain, and the LR plateau rule that sets it between epochs.
 
 PyTorch computes ``1 − βᵗ`` in float64 on the host; ``optax.adam`` does it in float32, where
 ``1 − 0.999¹`` loses four digits. Here ``1 − βᵗ = −expm1(t · log β)`` keeps fp32 relative
 accuracy, so near-zero gradients (which Adam amplifies) track the reference.
+
+The learning rate lives in the optimizer state (``optax.inject_hyperparams``), as it lives in
+PyTorch's parameter groups; :func:`plateau_update` is PyTorch's ``ReduceLROnPlateau`` on the
+epoch loss, a pure host function whose result :func:`with_learning_rate` writes into the state.
 """
 from __future__ import annotations
 
@@ -12,6 +17,13 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+
+from .config import OptimizerConfig
+
+# PyTorch ReduceLROnPlateau's default relative threshold ('rel' mode, mode='min') and the
+# smallest LR change it applies.
+PLATEAU_THRESHOLD = 1e-4
+PLATEAU_EPS = 1e-8
 
 
 class TorchAdamState(NamedTuple):
@@ -25,7 +37,7 @@ def torch_adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999,
     """``torch.optim.Adam`` (no weight decay, no amsgrad) as a pure optax transformation.
 
     Args:
-      learning_rate: step size.
+      learning_rate: step size (a number or a traced scalar).
       b1, b2: moment decay rates.
       eps: added to the bias-corrected root of the second moment.
 
@@ -53,3 +65,59 @@ def torch_adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999,
         return updates, TorchAdamState(count, mu, nu)
 
     return optax.GradientTransformation(init, update)
+
+
+def make_optimizer(lr: float) -> optax.GradientTransformation:
+    """PyTorch-order Adam whose learning rate sits in its state (``inject_hyperparams``).
+
+    Args:
+      lr: the initial learning rate.
+    """
+    return optax.inject_hyperparams(torch_adam, static_args=("b1", "b2", "eps"))(learning_rate=jnp.float32(lr))
+
+
+def learning_rate(opt_state) -> float:
+    """The learning rate held in a :func:`make_optimizer` state."""
+    return float(opt_state.hyperparams["learning_rate"])
+
+
+def with_learning_rate(opt_state, lr: float):
+    """The state with its learning rate replaced (the rest untouched)."""
+    hyper = dict(opt_state.hyperparams)
+    hyper["learning_rate"] = jnp.asarray(lr, jnp.float32)
+    return opt_state._replace(hyperparams=hyper)
+
+
+class Plateau(NamedTuple):
+    """PyTorch ``ReduceLROnPlateau`` state: the LR, the best loss, epochs since it improved."""
+
+    lr: float
+    best: float = math.inf
+    num_bad_epochs: int = 0
+
+
+def plateau_update(plateau: Plateau, epoch_loss: float, config: OptimizerConfig) -> Plateau:
+    """One epoch of PyTorch's ``ReduceLROnPlateau(mode='min', threshold=1e-4, cooldown=0)``.
+
+    An epoch improves when ``loss < best · (1 − 1e-4)``; once more than ``lr_patience`` epochs
+    in a row did not, the LR becomes ``max(lr · lr_factor, min_lr)``. With
+    ``config.lr_patience=None`` the LR never changes.
+
+    Args:
+      plateau: the state after the previous epoch.
+      epoch_loss: this epoch's loss.
+      config: the schedule's settings.
+
+    Returns:
+      The new state; its ``lr`` is the learning rate of the next epoch.
+    """
+    if config.lr_patience is None:
+        return plateau
+    if epoch_loss < plateau.best * (1.0 - PLATEAU_THRESHOLD):
+        return Plateau(plateau.lr, float(epoch_loss), 0)
+    bad = plateau.num_bad_epochs + 1
+    if bad > config.lr_patience:
+        new_lr = max(plateau.lr * config.lr_factor, config.min_lr)
+        lr = new_lr if plateau.lr - new_lr > PLATEAU_EPS else plateau.lr
+        return Plateau(lr, plateau.best, 0)
+    return Plateau(plateau.lr, plateau.best, bad)

@@ -1,4 +1,7 @@
-"""Synchronous data parallelism over several devices with ``jax.sharding``.
+"""Where the work runs: one device, or synchronous data parallelism over several.
+
+:class:`Placement` is the one place that decides: it puts the batches and the state on the
+device(s) and picks the compiled epoch and embedding to match.
 
 Semantics: with D devices an epoch takes ``batch_num / D`` optimizer steps. Step ``s``
 trains batches ``s·D … s·D + D − 1`` (the reference's batch order), one per device; each
@@ -14,14 +17,16 @@ global devices); nothing else changes.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
-from typing import Sequence
+from typing import Optional, Sequence
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from .train import GraphBatch, StepSettings, TrainState, apply_gradients, batch_gradients, embed_each
+from .pipeline import GraphBatch
+from .step import StepSettings, TrainState, apply_gradients, batch_gradients, embed_batches, embed_each, train_epoch
 
 AXIS = "data"
 
@@ -31,13 +36,14 @@ def data_mesh(devices: Sequence[jax.Device]) -> Mesh:
     return Mesh(np.asarray(list(devices)), (AXIS,))
 
 
-def check_devices(devices, batch_num) -> list[jax.Device]:
-    """Validates ``fit``'s ``devices`` against ``batch_num`` (before any work).
+def check_devices(devices) -> Optional[list[jax.Device]]:
+    """Validates ``devices`` (None, one device or a list of distinct devices) before any work.
 
-    Raises:
-      ValueError: for an empty or non-device list, repeated devices, data parallelism on the
-        full graph, or a ``batch_num`` that is not a multiple of the device count.
+    Returns:
+      The list of devices, or None for the default device.
     """
+    if devices is None:
+        return None
     if isinstance(devices, jax.Device):
         devices = [devices]
     try:
@@ -48,17 +54,60 @@ def check_devices(devices, batch_num) -> list[jax.Device]:
         raise ValueError(f"devices must be a non-empty list of jax devices (e.g. jax.devices()), got {devices!r}.")
     if len(set(devices)) != len(devices):
         raise ValueError("devices lists the same device more than once.")
-    n = len(devices)
-    if n > 1 and not (isinstance(batch_num, str) and batch_num == "auto"):
-        if batch_num is None:
-            raise ValueError(f"training on {n} devices splits the batches across them: set batch_num to a "
-                             f"multiple of {n} (e.g. batch_num={n}) or batch_num='auto'.")
-        if isinstance(batch_num, (int, np.integer)) and not isinstance(batch_num, bool) and batch_num % n:
-            lower, upper = (batch_num // n) * n, (batch_num // n + 1) * n
-            options = f"batch_num={upper}" if lower == 0 else f"batch_num={lower} or {upper}"
-            raise ValueError(f"batch_num={batch_num} is not a multiple of the {n} devices (each step trains one "
-                             f"batch per device); use {options}.")
     return devices
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One device or a data-parallel mesh: where batches and state live, which epoch runs.
+
+    Build it with :meth:`of`; the rest of the package asks it instead of branching itself.
+    """
+
+    device: jax.Device
+    mesh: Optional[Mesh] = None
+
+    @classmethod
+    def of(cls, devices: Optional[Sequence[jax.Device]]) -> "Placement":
+        """The placement for ``devices`` (None or one device: the plain, one-device path)."""
+        devices = check_devices(devices)
+        if devices is None:
+            return cls(jax.devices()[0])
+        if len(devices) == 1:
+            return cls(devices[0])
+        return cls(devices[0], data_mesh(devices))
+
+    @property
+    def n_devices(self) -> int:
+        return 1 if self.mesh is None else self.mesh.devices.size
+
+    @property
+    def platform(self) -> str:
+        return self.device.platform
+
+    def put_batches(self, host_batches: GraphBatch) -> GraphBatch:
+        """Host batches (n, ...) on the device, or sharded (n / D, D, ...) over the mesh."""
+        if self.mesh is None:
+            return jax.device_put(host_batches, self.device)
+        return place_batches(host_batches, self.mesh)
+
+    def put_state(self, tree):
+        """The state on the device, or replicated on every device of the mesh."""
+        if self.mesh is None:
+            return jax.device_put(tree, self.device)
+        return replicate(tree, self.mesh)
+
+    def train_epoch(self, state: TrainState, batches: GraphBatch, key: jax.Array, settings: StepSettings):
+        """One epoch (see :func:`step.train_epoch` and :func:`parallel_train_epoch`)."""
+        if self.mesh is None:
+            return train_epoch(state, batches, key, settings)
+        return parallel_train_epoch(state, batches, key, settings, self.mesh)
+
+    def embed(self, params, batches: GraphBatch, dropout_key: Optional[jax.Array], settings: StepSettings):
+        """Embeddings of every batch, (n_batches, B, d) in batch order."""
+        if self.mesh is None:
+            return embed_batches(params, batches, dropout_key, settings)
+        return parallel_embed_batches(params, batches, dropout_key, settings, self.mesh)
 
 
 def place_batches(batches: GraphBatch, mesh: Mesh) -> GraphBatch:
@@ -101,7 +150,7 @@ def parallel_train_epoch(state: TrainState, batches: GraphBatch, key: jax.Array,
             batch, k = _local(inputs)
             grads, losses = batch_gradients(s, batch, k, settings)
             grads = jax.lax.pmean(grads, AXIS)
-            return apply_gradients(s, grads, settings), jax.tree_util.tree_map(lambda x: x[None], losses)
+            return apply_gradients(s, grads), jax.tree_util.tree_map(lambda x: x[None], losses)
 
         # scan walks the step axis; each step sees its device-local (1, ...) slice.
         return jax.lax.scan(body, state, (local_batches, local_keys))

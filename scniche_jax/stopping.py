@@ -1,4 +1,4 @@
-"""When to lower the learning rate and when to stop: pure host-side functions.
+"""When to stop training: pure host-side rules.
 
 Each rule is a small state (a NamedTuple) and an ``update`` that takes one epoch's number
 and returns the new state and a decision, so the rules can be driven by scripted
@@ -9,62 +9,10 @@ from __future__ import annotations
 import math
 from typing import NamedTuple, Optional
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
-from optax.contrib import reduce_on_plateau
 from sklearn.metrics import adjusted_rand_score
 
 from .clustering import kmeans_labels
-
-# PyTorch ReduceLROnPlateau's default relative threshold ('rel' mode, mode='min').
-PLATEAU_THRESHOLD = 1e-4
-
-
-class LRPlateau(NamedTuple):
-    """``optax.contrib.reduce_on_plateau`` stepped once per epoch on the epoch loss."""
-
-    transform: optax.GradientTransformationExtraArgs
-    state: optax.OptState
-
-    @property
-    def scale(self) -> float:
-        return float(self.state.scale)
-
-
-def lr_plateau(lr: float, patience: int, factor: float = 0.5, min_lr: float = 1e-6,
-               cooldown: int = 0) -> LRPlateau:
-    """A plateau rule with PyTorch ``ReduceLROnPlateau(mode='min', patience, factor, min_lr)`` semantics.
-
-    PyTorch cuts the LR once more than ``patience`` epochs failed to improve on the best
-    loss by the relative threshold 1e-4; optax cuts once ``patience`` epochs did, so the
-    optax rule gets ``patience + 1``.
-
-    Args:
-      lr: the base learning rate (``min_lr`` becomes the scale floor ``min_lr / lr``).
-      patience: PyTorch's patience.
-      factor: multiplier applied at each cut, in (0, 1).
-      min_lr: lowest learning rate.
-      cooldown: epochs after a cut during which bad epochs are not counted.
-
-    Returns:
-      The :class:`LRPlateau`; its ``scale`` multiplies the base LR.
-    """
-    transform = reduce_on_plateau(factor=factor, patience=patience + 1, rtol=PLATEAU_THRESHOLD,
-                                  atol=0.0, cooldown=cooldown, min_scale=min_lr / lr)
-    return LRPlateau(transform, transform.init(jnp.zeros((), jnp.float32)))
-
-
-def _plateau_step(transform, state, value):
-    _, state = transform.update(jnp.zeros((), jnp.float32), state, value=value)
-    return state
-
-
-def lr_plateau_update(plateau: LRPlateau, epoch_loss: float) -> LRPlateau:
-    """Feeds one epoch's loss to the plateau rule."""
-    state = _plateau_step(plateau.transform, plateau.state, jnp.float32(epoch_loss))
-    return plateau._replace(state=jax.device_get(state))
 
 
 class LossStop(NamedTuple):

@@ -13,7 +13,6 @@ import io
 import os
 import pickle
 import struct
-import tempfile
 import zipfile
 import zlib
 from collections import OrderedDict
@@ -22,6 +21,8 @@ from typing import Any, Mapping, NamedTuple, Union
 
 import jax
 import numpy as np
+
+from .persistence import write_atomically
 
 Params = dict[str, Any]
 _DISC_LAYERS = (0, 2, 4, 6)
@@ -227,9 +228,9 @@ def save_torch(obj, path: Union[str, os.PathLike]) -> None:
     pickled = writer.emit(obj)
     prefix = path.stem or "archive"
     digest = hashlib.sha1(pickled).hexdigest()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
+
+    def build(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
             with zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED) as zf:
                 _aligned_entry(zf, f"{prefix}/data.pkl", pickled)
                 _aligned_entry(zf, f"{prefix}/byteorder", b"little")
@@ -237,13 +238,8 @@ def save_torch(obj, path: Union[str, os.PathLike]) -> None:
                     _aligned_entry(zf, f"{prefix}/data/{key}", array.astype(array.dtype.newbyteorder("<")).tobytes())
                 _aligned_entry(zf, f"{prefix}/version", b"3\n")
                 _aligned_entry(zf, f"{prefix}/.data/serialization_id", digest.encode())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    write_atomically(path, build)
 
 
 class _Storage(NamedTuple):

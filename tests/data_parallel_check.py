@@ -14,12 +14,13 @@ sys.path.insert(0, os.path.dirname(__file__))
 from conftest import synthetic_views  # noqa: E402
 
 from scniche_jax.batching import reference_batch_indices  # noqa: E402
-from scniche_jax.config import ScnicheConfig  # noqa: E402
-from scniche_jax.inputs import build_host_batches, step_settings, view_features  # noqa: E402
-from scniche_jax.model import GraphFusionNetwork  # noqa: E402
+from scniche_jax.model import read_views  # noqa: E402
+from scniche_jax.networks import GraphFusionNetwork  # noqa: E402
 from scniche_jax.parallel import (data_mesh, parallel_embed_batches, parallel_train_epoch, place_batches,  # noqa: E402
                                   replicate)
-from scniche_jax.train import apply_gradients, batch_at, batch_gradients, embed_batches, init_state, train_epoch  # noqa: E402
+from scniche_jax.pipeline import batch_at, build_host_batches  # noqa: E402
+from scniche_jax.step import (StepSettings, apply_gradients, batch_gradients, embed_batches, init_state,  # noqa: E402
+                              train_epoch)
 
 
 def documented_epoch(state, host, key, settings, n_devices):
@@ -34,7 +35,7 @@ def documented_epoch(state, host, key, settings, n_devices):
             grads.append(g)
             losses.append(float(loss.total))
         mean = jax.tree_util.tree_map(lambda *g: sum(g) / n_devices, *grads)
-        state = apply_gradients(state, mean, settings)
+        state = apply_gradients(state, mean)
     return state, np.asarray(losses)
 
 
@@ -49,14 +50,13 @@ def main():
     assert len(devices) == 4, devices
     adata = synthetic_views(800, n_niches=4, n_cell_types=6, n_genes=20, seed=0, k_cutoff=10, n_comps=8)
     views = ("X_cn_norm", "X_data", "X_data_nbr")
-    features = view_features(adata, views)
+    features = read_views(adata, views)
     batches = reference_batch_indices(adata.n_obs, 8)
-    config = ScnicheConfig(views=views, input_sizes=tuple(f.shape[1] for f in features), k_graph=10,
-                           batch_num=8, batch_size=batches[0].size, precision="fp32", n_devices=4)
-    settings = step_settings(config)
-    gfn = GraphFusionNetwork(config.batch_size).init(jax.random.key(1), jnp.zeros((1, config.batch_size)))["params"]
-    host = build_host_batches(features, batches, gfn, config)
-    state0 = init_state(jax.random.key(0), batch_at(host, 0), settings)
+    size = batches[0].size
+    settings = StepSettings(n_views=len(views), precision="fp32")
+    gfn = GraphFusionNetwork(size).init(jax.random.key(1), jnp.zeros((1, size)))["params"]
+    host = build_host_batches(features, batches, gfn, 10, 5, "gpu", 1024)
+    state0 = init_state(jax.random.key(0), batch_at(host, 0), settings, 0.01)
     out = {}
 
     mesh = data_mesh(devices)
@@ -95,7 +95,7 @@ def main():
     for batch_num in (6, None):
         before = set(adata.obsm)
         try:
-            sj.fit(adata, k_graph=10, batch_num=batch_num, devices=devices, progress=False)
+            sj.fit(adata, n_neighbors=10, batch_num=batch_num, devices=devices, progress=False)
         except ValueError as err:
             messages.append(str(err))
         assert set(adata.obsm) == before

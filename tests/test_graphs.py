@@ -7,7 +7,7 @@ from scniche_jax.graphs import build_view_graph, gcn_edge_weights, neighbour_lis
 
 def test_view_graph_is_symmetric_binary_with_self_loops():
     x = np.random.default_rng(0).normal(size=(60, 4))
-    g = build_view_graph(x, k_graph=5, mik=3)
+    g = build_view_graph(x, n_neighbors=5, mik=3)
     a = np.zeros((60, 60))
     np.add.at(a, (g.senders, g.receivers), 1)
     assert a.max() == 1 and np.array_equal(a, a.T)

@@ -6,7 +6,7 @@ import pytest
 
 import scniche_jax as sj
 from conftest import synthetic_views
-from scniche_jax import loop as loop_module
+from scniche_jax import parallel as placement_module
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +15,7 @@ def small():
 
 
 def _fit(a, **kw):
-    args = dict(k_graph=10, progress=False)
+    args = dict(n_neighbors=10, progress=False)
     args.update(kw)
     return sj.fit(a, **args)
 
@@ -71,7 +71,7 @@ def test_lr_is_cut_on_plateau_and_fixed_without_rule(small):
 
 def test_interrupt_keeps_best_and_writes_embedding(small, monkeypatch):
     a = small.copy()
-    real = loop_module.train_epoch
+    real = placement_module.train_epoch
     calls = {"n": 0}
 
     def interrupted(*args, **kw):
@@ -80,7 +80,7 @@ def test_interrupt_keeps_best_and_writes_embedding(small, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kw)
 
-    monkeypatch.setattr(loop_module, "train_epoch", interrupted)
+    monkeypatch.setattr(placement_module, "train_epoch", interrupted)
     model = _fit(a, epochs=50)
     stop = model.history["early_stop"]
     assert stop["stopped_by"] == "interrupted" and stop["stopped_epoch"] == 3
@@ -89,7 +89,7 @@ def test_interrupt_keeps_best_and_writes_embedding(small, monkeypatch):
 
 def test_nonfinite_loss_stops_and_warns(small, monkeypatch):
     a = small.copy()
-    real = loop_module.train_epoch
+    real = placement_module.train_epoch
     calls = {"n": 0}
 
     def poisoned(state, batches, key, settings):
@@ -99,7 +99,7 @@ def test_nonfinite_loss_stops_and_warns(small, monkeypatch):
             losses = losses._replace(total=losses.total * np.nan)
         return new_state, losses
 
-    monkeypatch.setattr(loop_module, "train_epoch", poisoned)
+    monkeypatch.setattr(placement_module, "train_epoch", poisoned)
     with pytest.warns(RuntimeWarning, match="non-finite loss at epoch 5"):
         model = _fit(a, epochs=20, restore_best=False)
     stop = model.history["early_stop"]

@@ -9,7 +9,9 @@ from conftest import synthetic_views
 from scniche_jax.consensus import Consensus
 from scniche_jax.graphs import build_view_graph
 from scniche_jax.memory import RUNTIME_BYTES, BatchShapes, batch_bytes, estimate, state_bytes, step_bytes
-from scniche_jax.train import StepSettings, assemble_batches, batch_at, init_state, train_epoch
+from scniche_jax.config import BatchConfig, ModelConfig
+from scniche_jax.pipeline import assemble_batches, batch_at, build_host_batches
+from scniche_jax.step import StepSettings, init_state, train_epoch
 
 
 def random_batch(rng, n, dims, k=20):
@@ -37,9 +39,9 @@ def test_peak_memory_per_batch_matches_the_formula(n, block, dims, precision, hi
     rng = np.random.default_rng(n)
     host = assemble_batches([random_batch(rng, n, dims)])
     settings = StepSettings(hidden_size_v=hidden_v, hidden_size=hidden, n_views=len(dims), precision=precision,
-                            block=block)
+                            block_size=block)
     batch = batch_at(host, 0)
-    state = init_state(jax.random.key(0), batch, settings)
+    state = init_state(jax.random.key(0), batch, settings, 0.01)
     analysis = train_epoch.lower(state, jax.device_put(host), jax.random.key(1), settings).compile().memory_analysis()
 
     shapes = BatchShapes.of(batch)
@@ -53,15 +55,13 @@ def test_peak_memory_per_batch_matches_the_formula(n, block, dims, precision, hi
 
 def test_expected_shapes_bound_the_real_ones():
     adata = synthetic_views(600, n_niches=4, n_cell_types=6, n_genes=20, seed=0, k_cutoff=10, n_comps=8)
-    from scniche_jax.inputs import build_host_batches, view_features
-    from scniche_jax.config import ScnicheConfig
-    from scniche_jax.model import GraphFusionNetwork
+    from scniche_jax.model import read_views
+    from scniche_jax.networks import GraphFusionNetwork
     views = ("X_cn_norm", "X_data", "X_data_nbr")
-    features = view_features(adata, views)
-    config = ScnicheConfig(views=views, input_sizes=tuple(f.shape[1] for f in features), k_graph=10, batch_size=600)
+    features = read_views(adata, views)
     gfn = GraphFusionNetwork(600).init(jax.random.key(0), np.zeros((1, 600), np.float32))["params"]
-    real = BatchShapes.of(batch_at(build_host_batches(features, [np.arange(600)], gfn, config), 0))
-    bound = BatchShapes.expected(600, config.input_sizes, 10, 5)
+    real = BatchShapes.of(batch_at(build_host_batches(features, [np.arange(600)], gfn, 10, 5, "gpu", 1024), 0))
+    bound = BatchShapes.expected(600, tuple(f.shape[1] for f in features), 10, 5)
     assert all(r <= b for r, b in zip(real.edges, bound.edges)) and real.consensus_edges <= bound.consensus_edges
     assert batch_bytes(bound) >= batch_bytes(real)
 
@@ -74,31 +74,31 @@ def cells():
 def test_a_run_that_does_not_fit_is_refused_with_a_batch_num_that_fits(cells):
     a = cells.copy()
     widths = tuple(a.obsm[v].shape[1] for v in ("X_cn_norm", "X_data", "X_data_nbr"))
-    full = estimate(2000, None, 2000, widths, (10,), (32, 10), 10, 5, 1024, "bf16")
+    full = estimate(2000, None, widths, ModelConfig(n_neighbors=10), BatchConfig())
     limit = full.device + full.host + RUNTIME_BYTES - 1  # one byte short of the full graph on a CPU
     with pytest.raises(ValueError) as err:
-        sj.fit(a, k_graph=10, epochs=1, progress=False, memory_limit=limit)
+        sj.fit(a, n_neighbors=10, epochs=1, progress=False, memory_limit=limit)
     message = str(err.value)
     assert "training 2,000 cells as one graph" in message and "fusion network" in message
     suggested = int(message.split("pass batch_num=")[1].split(",")[0])
     assert suggested >= 2 and "X_scniche" not in a.obsm
-    sj.fit(a, k_graph=10, epochs=1, progress=False, memory_limit=limit, batch_num=suggested)  # it does fit
+    sj.fit(a, n_neighbors=10, epochs=1, progress=False, memory_limit=limit, batch_num=suggested)  # it does fit
     assert a.obsm["X_scniche"].shape == (2000, 10)
     with pytest.raises(ValueError, match=f"batch_num={suggested - 1} batches needs"):
-        sj.fit(a, k_graph=10, epochs=1, progress=False, memory_limit=limit, batch_num=suggested - 1)
+        sj.fit(a, n_neighbors=10, epochs=1, progress=False, memory_limit=limit, batch_num=suggested - 1)
 
 
 def test_nothing_fits_says_so(cells):
     with pytest.raises(ValueError, match="no batch_num fits"):
-        sj.fit(cells.copy(), k_graph=10, epochs=1, progress=False, memory_limit=1e6)
+        sj.fit(cells.copy(), n_neighbors=10, epochs=1, progress=False, memory_limit=1e6)
     with pytest.raises(ValueError, match="memory_limit must be a number"):
-        sj.fit(cells.copy(), k_graph=10, epochs=1, progress=False, memory_limit=-1)
+        sj.fit(cells.copy(), n_neighbors=10, epochs=1, progress=False, memory_limit=-1)
 
 
 def test_auto_batch_num_reports_its_choice(cells, capsys):
     a = cells.copy()
-    model = sj.fit(a, k_graph=10, epochs=1, batch_num="auto", cells_per_batch=500, progress=True)
-    assert model.config.batch_num == 4 and model.config.batch_size == 500
+    model = sj.fit(a, n_neighbors=10, epochs=1, batch_num="auto", cells_per_batch=500, progress=True)
+    assert model.data_shape.batch_num == 4 and model.data_shape.batch_size == 500
     assert "batch_num='auto' chose batch_num=4 (batches of 500 cells) for 2,000 cells" in capsys.readouterr().err
     with pytest.raises(ValueError, match="cells_per_batch only applies"):
-        sj.fit(a, k_graph=10, epochs=1, batch_num=4, cells_per_batch=500, progress=False)
+        sj.fit(a, n_neighbors=10, epochs=1, batch_num=4, cells_per_batch=500, progress=False)

@@ -9,7 +9,8 @@ import jax
 import pytest
 
 from scniche_jax.batching import auto_batch_num
-from scniche_jax.parallel import check_devices
+from scniche_jax.config import BatchConfig
+from scniche_jax.parallel import Placement, check_devices
 
 HERE = Path(__file__).resolve().parent
 
@@ -37,13 +38,16 @@ def test_four_devices_follow_the_documented_step_semantics():
 
 def test_device_checks_name_the_fix():
     cpu = jax.devices()[0]
-    assert check_devices(cpu, None) == [cpu]
+    assert check_devices(cpu) == [cpu] and check_devices(None) is None
     with pytest.raises(ValueError, match="same device more than once"):
-        check_devices([cpu, cpu], 4)
+        check_devices([cpu, cpu])
     with pytest.raises(ValueError, match="list of jax devices"):
-        check_devices(["cpu"], 4)
+        check_devices(["cpu"])
     with pytest.raises(ValueError, match="list of jax devices"):
-        check_devices(3, 4)
+        check_devices(3)
+    with pytest.raises(ValueError, match="batch_num=6 is not a multiple of the 4 devices"):
+        BatchConfig(batch_num=6, n_devices=4)
+    assert Placement.of([cpu]).mesh is None and Placement.of(None).n_devices == 1
 
 
 def test_auto_batch_num_rounds_up_to_the_devices():

@@ -10,12 +10,12 @@ import pytest
 
 import scniche_jax as sj
 from conftest import synthetic_views
-from scniche_jax import checkpoint as ckpt_module
-from scniche_jax import trained_model as tm_module
+from scniche_jax import model as model_module
+from scniche_jax import persistence as persistence_module
 from scniche_jax.datasets import synthetic
 from scniche_jax.torch_format import UnsafeTorchFileError, load_torch, save_torch
 
-KEYS_JSON = Path(__file__).resolve().parents[2] / "shared" / "parity" / "reference_golden_n256_state_dict_keys.json"
+KEYS_JSON = Path(__file__).resolve().parents[1] / "parity" / "fixtures" / "reference_golden_n256_state_dict_keys.json"
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def trained(n256):
 def test_save_load_roundtrip_is_bit_identical(trained, tmp_path):
     model, a = trained
     path = model.save(tmp_path / "model", adata=a)
-    assert sorted(os.listdir(path)) == ["adata.h5ad", "checkpoint", "config.json", "model.pt"]
+    assert sorted(os.listdir(path)) == ["adata.h5ad", "config.json", "model.pt", "state"]
     loaded = sj.load(path)
     for x, y in zip(*(np.concatenate([np.ravel(l) for l in __import__("jax").tree_util.tree_leaves(m.params)])
                       for m in (model, loaded))):
@@ -42,9 +42,12 @@ def test_save_load_roundtrip_is_bit_identical(trained, tmp_path):
     np.testing.assert_array_equal(loaded.embed(a), model.embed(a))
     np.testing.assert_array_equal(loaded.embed(a), a.obsm["X_scniche"])
     assert loaded.history == model.history and loaded.config == model.config
+    assert loaded.data_shape == model.data_shape and loaded.optimizer_config == model.optimizer_config
     results = __import__("anndata").read_h5ad(path / "adata.h5ad")
     assert set(results.obsm) == {"X_scniche", "spatial"} and results.X is None and not results.uns
-    assert json.loads((path / "config.json").read_text())["views"] == list(model.config.views)
+    config = json.loads((path / "config.json").read_text())
+    assert config["model"]["views"] == list(model.config.views) and config["data"]["batch_size"] == 256
+    assert set(config) == {"format", "model", "data", "optimizer", "stopping", "batching"}
 
 
 def test_model_pt_has_the_reference_keys_and_shapes(trained, tmp_path):
@@ -119,7 +122,8 @@ def test_real_torch_loads_our_model_pt(trained, tmp_path):
     # the discriminator computes what ours computes
     import jax.numpy as jnp
     x = np.random.default_rng(0).normal(size=(7, 20)).astype(np.float32)
-    ours = sj.train.StepSettings().discriminator.apply({"params": model.discriminator_params},
+    from scniche_jax.step import StepSettings
+    ours = StepSettings().discriminator.apply({"params": model.discriminator_params},
                                                         jnp.asarray(x[:, :10]), jnp.asarray(x[:, 10:]))
     theirs = disc.discriminator(torch.from_numpy(x)).detach().numpy()[:, 0]
     np.testing.assert_allclose(1 / (1 + np.exp(-np.asarray(ours))), theirs, rtol=1e-5, atol=1e-6)
@@ -161,10 +165,10 @@ def test_corrupted_files_raise_clear_errors(trained, tmp_path):
     (tmp_path / "garbage.pt").write_bytes(b"not a zip at all")
     with pytest.raises(ValueError, match="garbage.pt"):
         load_torch(tmp_path / "garbage.pt")
-    for f in (path / "checkpoint").rglob("*"):
+    for f in (path / "state").rglob("*"):
         if f.is_file() and f.stat().st_size > 0 and "state" in str(f):
             f.write_bytes(b"\x00" * 7)
-    with pytest.raises(ValueError, match="checkpoint.*(truncated or corrupted|unknown format)"):
+    with pytest.raises(ValueError, match="state.*(truncated or corrupted|unknown format)"):
         sj.load(path)
     with pytest.raises(ValueError, match="does not exist"):
         sj.load(tmp_path / "nothing_here")
@@ -178,7 +182,7 @@ def test_interrupted_save_keeps_the_previous_save(trained, tmp_path, monkeypatch
     def broken(*args, **kw):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(tm_module, "save_torch", broken)
+    monkeypatch.setattr(model_module, "save_torch", broken)
     with pytest.raises(KeyboardInterrupt):
         model.save(tmp_path / "m", overwrite=True)
     assert sorted(p.name for p in path.iterdir()) == before
@@ -205,7 +209,7 @@ def test_save_refuses_an_unwritable_folder(trained, tmp_path, monkeypatch):
     ro.mkdir(mode=0o500)
     if os.access(ro, os.W_OK):  # root ignores permission bits: make the check see what a user would
         real_access = os.access
-        monkeypatch.setattr(ckpt_module.os, "access", lambda p, mode: False if Path(p) == ro else real_access(p, mode))
+        monkeypatch.setattr(persistence_module.os, "access", lambda p, mode: False if Path(p) == ro else real_access(p, mode))
     with pytest.raises(ValueError, match="not writable"):
         model.save(ro / "m")
     assert list(ro.iterdir()) == []
@@ -222,7 +226,7 @@ def test_resume_equals_an_uninterrupted_run(n256, tmp_path):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     assert resumed.history["loss"] == straight.history["loss"]
     assert resumed.history["lr"] == straight.history["lr"] and resumed.history["ari"] == straight.history["ari"]
-    assert sorted(int(p.name) for p in (tmp_path / "ck").iterdir() if p.name.isdigit()) == [5, 10, 20]
+    assert sorted(int(p.name) for p in (tmp_path / "ck" / "steps").iterdir() if p.name.isdigit()) == [5, 10, 20]
     with pytest.raises(ValueError, match="other settings.*hidden_size"):
         sj.fit(n256.copy(), epochs=20, hidden_size=(16, 10), checkpoint_dir=str(tmp_path / "ck"), resume=True, **kw)
     with pytest.raises(ValueError, match="checkpoint_dir"):

@@ -1,36 +1,7 @@
 import numpy as np
 import pytest
 
-from scniche_jax.stopping import (AriStop, LossStop, ari_stop_update, loss_stop_update, lr_plateau,
-                                  lr_plateau_update)
-
-
-def _scales(losses, **kw):
-    plateau = lr_plateau(lr=1.0, **kw)
-    out = []
-    for loss in losses:
-        plateau = lr_plateau_update(plateau, loss)
-        out.append(plateau.scale)
-    return out
-
-
-def test_plateau_cuts_where_pytorch_does():
-    # PyTorch ReduceLROnPlateau(factor=0.5, patience=2, threshold=1e-4), worked by hand:
-    # e0 best=10; e1 best=9; e2..e4 three bad epochs -> cut after e4; e5..e7 -> cut after e7;
-    # e8 improves (8 < 9·0.9999); e9..e11 -> cut after e11.
-    losses = [10, 9, 9, 9, 9, 9, 9, 9, 8, 8, 8, 8]
-    expected = [1, 1, 1, 1, .5, .5, .5, .25, .25, .25, .25, .125]
-    assert _scales(losses, patience=2, factor=0.5, min_lr=0.0) == expected
-
-
-def test_plateau_relative_threshold():
-    # 9.9995 is not better than 10 by PyTorch's relative threshold 1e-4: three bad epochs.
-    assert _scales([10, 9.9995, 9.9995, 9.9995], patience=2, factor=0.5, min_lr=0.0) == [1, 1, 1, .5]
-
-
-def test_plateau_min_lr_floor_and_patience_zero():
-    # patience=0: PyTorch cuts after every epoch that does not improve
-    assert _scales([5, 5, 5, 5], patience=0, factor=0.5, min_lr=0.3) == pytest.approx([1, .5, .3, .3])
+from scniche_jax.stopping import AriStop, LossStop, ari_stop_update, loss_stop_update
 
 
 def test_loss_stop_sequence():

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scniche_jax.graphs import gcn_edge_weights, graphs_tuple
-from scniche_jax.model import Discriminator, GraphConv, GraphFusionNetwork, MGAE
+from scniche_jax.networks import Discriminator, GraphConv, GraphFusionNetwork, MGAE
 
 
 def test_graphconv_uses_out_degree_of_source_and_in_degree_of_destination():

@@ -1,32 +1,37 @@
-"""Device-side training: batch assembly, the loss, one jitted step and one jitted epoch.
+"""The pure, jitted training step and epoch, and the embedding of device batches.
 
-A ``GraphBatch`` holds everything one graph (full-graph mode) or one batch needs, with a
-leading axis over batches; all batches share one shape (edges padded), so an epoch is one
-``lax.scan`` and one compiled program. Everything the frozen GFN contributes (consensus
-graph, ``loss_gre``) and ``pos_weight`` are inputs, computed once per batch.
+A :class:`pipeline.GraphBatch` holds everything one graph (full-graph mode) or one batch
+needs, with a leading axis over batches; all batches share one shape (edges padded), so an
+epoch is one ``lax.scan`` and one compiled program. Everything the frozen GFN contributes
+(consensus graph, ``loss_gre``) and ``pos_weight`` are inputs, computed once per batch.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import jraph
-import numpy as np
 import optax
 
-from .consensus import Consensus
-from .graphs import ViewGraph, graphs_tuple, neighbour_lists, pos_weight
+from .config import BatchConfig, ModelConfig
 from .losses import mutual_info_loss, reconstruction_loss, sample_negatives
-from .model import MGAE, Discriminator
-from .optimizer import torch_adam
+from .networks import MGAE, Discriminator
+from .optimizer import make_optimizer
+from .pipeline import GraphBatch
 
-PRECISIONS = ("bf16", "fp32")
-# Small matmuls (encoders, fusion, discriminator) run in true fp32 on every backend (GPUs
-# default to TF32); only the B² loss matmuls use the configured precision, set explicitly.
+# The learning rate is read from the optimizer state (inject_hyperparams), so one
+# transformation serves every run and the compiled step does not depend on it.
+OPTIMIZER = make_optimizer(0.0)
+
+
 def fp32_matmuls():
+    """Small matmuls (encoders, fusion, discriminator) in true fp32 on every backend.
+
+    GPUs default to TF32; only the B² loss matmuls use the configured precision, set
+    explicitly.
+    """
     return jax.default_matmul_precision("highest")
 
 
@@ -38,19 +43,23 @@ class StepSettings:
       hidden_size_v, hidden_size: encoder widths.
       n_views: number of views V.
       dropout: dropout rate of fusion and decoder while training (reference: 0.1, always on).
-      lr: Adam learning rate (scaled at run time by ``TrainState.lr_scale``).
       precision: ``'bf16'`` (bf16 operands, fp32 accumulation in the B² loss matmuls) or
         ``'fp32'``.
-      block: rows per block of the B² loss.
+      block_size: rows per block of the B² loss.
     """
 
     hidden_size_v: tuple[int, ...] = (10,)
     hidden_size: tuple[int, ...] = (32, 10)
     n_views: int = 3
     dropout: float = 0.1
-    lr: float = 0.01
     precision: str = "bf16"
-    block: int = 1024
+    block_size: int = 1024
+
+    @classmethod
+    def of(cls, model: ModelConfig, batching: BatchConfig) -> "StepSettings":
+        """The step settings of a model and its batch layout."""
+        return cls(hidden_size_v=model.hidden_size_v, hidden_size=model.hidden_size, n_views=len(model.views),
+                   dropout=model.dropout, precision=batching.precision, block_size=batching.block_size)
 
     @property
     def mgae(self) -> MGAE:
@@ -61,33 +70,16 @@ class StepSettings:
         return Discriminator(self.hidden_size[-1])
 
     @property
-    def optimizer(self) -> optax.GradientTransformation:
-        return torch_adam(self.lr)
-
-    @property
     def matmul_dtype(self):
         return jnp.bfloat16 if self.precision == "bf16" else jnp.float32
 
 
-class GraphBatch(NamedTuple):
-    """Device inputs of one graph or batch (or a stack of them along a leading axis)."""
-
-    views: tuple[jraph.GraphsTuple, ...]
-    neighbours: tuple[jax.Array, ...]
-    neighbour_counts: tuple[jax.Array, ...]
-    mik: jax.Array
-    consensus: jraph.GraphsTuple
-    pos_weight: jax.Array
-    loss_gre: jax.Array
-
-
 class TrainState(NamedTuple):
-    """Trainable MGAE parameters, Adam state, the frozen Discriminator and the LR multiplier."""
+    """Trainable MGAE parameters, Adam state (holding the learning rate), frozen Discriminator."""
 
     params: optax.Params
     opt_state: optax.OptState
     discriminator: optax.Params
-    lr_scale: jax.Array
 
 
 class Losses(NamedTuple):
@@ -97,71 +89,21 @@ class Losses(NamedTuple):
     mim: jax.Array
 
 
-def assemble_batches(batches: Sequence[tuple[Sequence[ViewGraph], Consensus]]) -> GraphBatch:
-    """Stacks per-batch graphs into one padded ``GraphBatch`` of host arrays.
-
-    Args:
-      batches: per batch, its V view graphs and its consensus.
-
-    Returns:
-      A ``GraphBatch`` whose arrays have a leading axis of ``len(batches)``.
-    """
-    n_views = len(batches[0][0])
-    sizes = {views[0].n_nodes for views, _ in batches}
-    if len(sizes) != 1:
-        raise ValueError(f"all batches must have the same number of cells, got {sorted(sizes)}")
-    n = sizes.pop()
-    edge_pad = [max(views[v].n_edges for views, _ in batches) for v in range(n_views)]
-    nbr_width = [max(int(np.bincount(views[v].senders, minlength=n).max()) for views, _ in batches)
-                 for v in range(n_views)]
-    cons_pad = max(c.senders.size for _, c in batches)
-
-    def one(views, cons) -> GraphBatch:
-        graphs, nbrs, counts = [], [], []
-        for v, view in enumerate(views):
-            graphs.append(graphs_tuple(view.senders, view.receivers, n, nodes=view.features,
-                                       n_edges_padded=edge_pad[v]))
-            nb, c = neighbour_lists(view.senders, view.receivers, n, width=nbr_width[v])
-            nbrs.append(nb)
-            counts.append(c)
-        total_edges = sum(view.n_edges for view in views)
-        return GraphBatch(
-            views=tuple(graphs), neighbours=tuple(nbrs), neighbour_counts=tuple(counts),
-            mik=np.concatenate([view.mik for view in views], axis=1).astype(np.int32),
-            consensus=graphs_tuple(cons.senders, cons.receivers, n, n_edges_padded=cons_pad),
-            pos_weight=np.float32(pos_weight(n, total_edges)),
-            loss_gre=np.float32(cons.loss_gre))
-
-    # Filled in place, one batch at a time: peak memory is the stacked result plus one batch.
-    first = one(*batches[0])
-    stacked = jax.tree_util.tree_map(lambda x: np.empty((len(batches),) + np.shape(x), np.asarray(x).dtype), first)
-    for i, (views, cons) in enumerate(batches):
-        current = first if i == 0 else one(views, cons)
-        for dst, src in zip(jax.tree_util.tree_leaves(stacked), jax.tree_util.tree_leaves(current)):
-            dst[i] = src
-    return stacked
-
-
-def batch_at(batches: GraphBatch, i: int) -> GraphBatch:
-    """The ``i``-th batch of a stacked ``GraphBatch``."""
-    return jax.tree_util.tree_map(lambda x: x[i], batches)
-
-
-def init_state(key: jax.Array, example: GraphBatch, settings: StepSettings) -> TrainState:
+def init_state(key: jax.Array, example: GraphBatch, settings: StepSettings, lr: float) -> TrainState:
     """Fresh MGAE and Discriminator parameters and Adam state (``example`` unstacked)."""
     k_mgae, k_disc = jax.random.split(key)
     params = settings.mgae.init(k_mgae, example.views, example.consensus, deterministic=True)["params"]
     latent = settings.hidden_size[-1]
     dummy = jnp.zeros((1, latent), jnp.float32)
     disc = settings.discriminator.init(k_disc, dummy, dummy)["params"]
-    return make_state(params, disc, settings)
+    return make_state(params, disc, lr)
 
 
-def make_state(params, discriminator, settings: StepSettings) -> TrainState:
+def make_state(params, discriminator, lr: float) -> TrainState:
     """A ``TrainState`` with fresh Adam moments around given parameters."""
     params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), params)
     discriminator = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), discriminator)
-    return TrainState(params, settings.optimizer.init(params), discriminator, jnp.float32(1.0))
+    return TrainState(params, make_optimizer(lr).init(params), discriminator)
 
 
 def loss_fn(params, discriminator, batch: GraphBatch, negatives: jax.Array,
@@ -180,7 +122,7 @@ def _loss(params, discriminator, batch, negatives, deterministic, rngs, settings
     z, decoder_inputs = settings.mgae.apply({"params": params}, batch.views, batch.consensus,
                                             deterministic=deterministic, rngs=rngs)
     rec = reconstruction_loss(decoder_inputs, batch.neighbours, batch.neighbour_counts, batch.pos_weight,
-                              shared_inputs=deterministic, block=settings.block,
+                              shared_inputs=deterministic, block=settings.block_size,
                               dtype=settings.matmul_dtype)
     disc = settings.discriminator
     mim = mutual_info_loss(lambda left, right: disc.apply({"params": discriminator}, left, right),
@@ -189,19 +131,10 @@ def _loss(params, discriminator, batch, negatives, deterministic, rngs, settings
     return total, (Losses(total, batch.loss_gre, rec, mim), z)
 
 
-def apply_gradients(state: TrainState, grads, settings: StepSettings) -> TrainState:
-    updates, opt_state = settings.optimizer.update(grads, state.opt_state, state.params)
-    updates = jax.tree_util.tree_map(lambda u: state.lr_scale * u, updates)
+def apply_gradients(state: TrainState, grads) -> TrainState:
+    """One Adam update at the learning rate held in ``state.opt_state``."""
+    updates, opt_state = OPTIMIZER.update(grads, state.opt_state, state.params)
     return state._replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state)
-
-
-@partial(jax.jit, static_argnames=("settings",))
-def train_step_with_negatives(state: TrainState, batch: GraphBatch, negatives: jax.Array,
-                              dropout_key: jax.Array | None, settings: StepSettings):
-    """One Adam step with given MIM negatives; returns ``(state, losses, grads, z)``."""
-    grads, (losses, z) = jax.grad(loss_fn, has_aux=True)(
-        state.params, state.discriminator, batch, negatives, dropout_key, settings)
-    return apply_gradients(state, grads, settings), losses, grads, z
 
 
 def batch_gradients(state: TrainState, batch: GraphBatch, key: jax.Array, settings: StepSettings):
@@ -214,20 +147,21 @@ def batch_gradients(state: TrainState, batch: GraphBatch, key: jax.Array, settin
     return grads, losses
 
 
-def _random_step(state: TrainState, batch: GraphBatch, key: jax.Array, settings: StepSettings):
-    grads, losses = batch_gradients(state, batch, key, settings)
-    return apply_gradients(state, grads, settings), losses
-
-
-@partial(jax.jit, static_argnames=("settings",))
 def train_step(state: TrainState, batch: GraphBatch, key: jax.Array, settings: StepSettings):
-    """One Adam step on one batch with fresh negatives and dropout from ``key``."""
-    return _random_step(state, batch, key, settings)
+    """One Adam step on one batch with fresh negatives and dropout from ``key`` (pure).
+
+    Returns:
+      ``(state, losses)``.
+    """
+    grads, losses = batch_gradients(state, batch, key, settings)
+    return apply_gradients(state, grads), losses
 
 
 @partial(jax.jit, static_argnames=("settings",))
 def train_epoch(state: TrainState, batches: GraphBatch, key: jax.Array, settings: StepSettings):
     """One epoch: a step per batch in a fixed order, as one compiled program.
+
+    Batch ``i`` draws its negatives and dropout from ``split(key, n_batches)[i]``.
 
     Returns:
       ``(state, losses)`` where ``losses`` fields have shape (n_batches,).
@@ -237,7 +171,7 @@ def train_epoch(state: TrainState, batches: GraphBatch, key: jax.Array, settings
 
     def body(s, inputs):
         batch, k = inputs
-        return _random_step(s, batch, k, settings)
+        return train_step(s, batch, k, settings)
 
     return jax.lax.scan(body, state, (batches, keys))
 
