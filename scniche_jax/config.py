@@ -293,22 +293,3 @@ class DataShape(_Serialisable):
         _set(self, "input_sizes", _widths(self.input_sizes, "input_sizes"))
         _set(self, "batch_size", _int(self.batch_size, "batch_size", minimum=2))
         _set(self, "batch_num", _optional_int(self.batch_num, "batch_num"))
-
-
-CONFIG_CLASSES = {"model": ModelConfig, "optimizer": OptimizerConfig, "stopping": StoppingConfig,
-                  "batching": BatchConfig, "data": DataShape}
-
-
-def split_options(options: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Sorts keyword options into the config class that owns each; unknown names are refused.
-
-    Returns:
-      ``{'model': {...}, 'optimizer': {...}, 'stopping': {...}, 'batching': {...}}``.
-    """
-    owners = {f.name: group for group, cls in CONFIG_CLASSES.items() if group != "data" for f in fields(cls)}
-    out: dict[str, dict[str, Any]] = {group: {} for group in CONFIG_CLASSES if group != "data"}
-    for name, value in options.items():
-        if name not in owners:
-            raise TypeError(f"unknown option {name!r}; see help(scniche_jax.fit) for the options.")
-        out[owners[name]][name] = value
-    return out

@@ -70,3 +70,12 @@ def test_mgae_shapes_and_dropout_masks_per_view():
     assert z.shape == (n, 4) and all(np.array_equal(d, z) for d in dec)
     z2, dec2 = model.apply(params, views, consensus, deterministic=False, rngs={"dropout": jax.random.key(3)})
     assert not np.array_equal(dec2[0], dec2[1])
+    # Each decoder input is z with its own inverted-dropout mask: every entry is 0 or z / (1 - p).
+    for d in dec2:
+        d, z = np.asarray(d), np.asarray(z2)
+        kept = d != 0
+        np.testing.assert_allclose(d[kept], z[kept] / 0.5, rtol=1e-6)
+        assert 0.2 < kept.mean() < 0.8
+    # Fusion dropout acts before the shared encoder: z itself moves with the dropout key.
+    z3, _ = model.apply(params, views, consensus, deterministic=False, rngs={"dropout": jax.random.key(4)})
+    assert not np.allclose(np.asarray(z2), np.asarray(z3))

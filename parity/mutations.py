@@ -1,0 +1,136 @@
+"""Mutation check: the test suite must fail for each deliberately wrong model.
+
+For each mutation, a copy of the repository (package, tests, parity fixtures) is made in a
+temporary folder, one source line is changed there, and the named subset of the tests runs
+against the copy (``pytest -x``: it stops at the first failure). The subset first runs once
+unmutated and must pass. One line per mutation: ``caught`` (with the first failing test) or
+``SURVIVED``; the exit status is non-zero if any mutation survived or the clean run failed.
+
+    python parity/mutations.py            # all mutations, about 3 minutes on 2 CPU cores
+    python parity/mutations.py --list     # what each one changes
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Run in this order: the fast, broad checks first, so a caught mutation stops early.
+SUBSET = [
+    "parity/test_golden.py",
+    "tests/test_optimizer.py",
+    "tests/test_networks.py",
+    "tests/test_graphs.py",
+    "tests/test_losses.py",
+    "tests/test_pipeline.py",
+    "tests/test_model.py::test_lr_cuts_reach_the_optimizer",
+]
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    path: str
+    old: str
+    new: str
+
+
+MUTATIONS = [
+    Mutation("plain optax.adam instead of the PyTorch-order Adam", "scniche_jax/optimizer.py",
+             "optax.inject_hyperparams(torch_adam,", "optax.inject_hyperparams(optax.adam,"),
+    Mutation("MI epsilon 1e-6 -> 1e-5", "scniche_jax/losses.py", "MIM_EPS = 1e-6", "MIM_EPS = 1e-5"),
+    Mutation("dropout removed from the decoder", "scniche_jax/networks.py",
+             'nn.Dropout(self.dropout, deterministic=deterministic, name=f"decoder_dropout{v}")(z)', "z"),
+    Mutation("LR cut not written into the optimizer (LR scale ignored)", "scniche_jax/loop.py",
+             "state = state._replace(opt_state=placement.put_state(with_learning_rate(state.opt_state, lr_now)))",
+             "pass"),
+    Mutation("edge padding mask ignored in batch mode (padded edges weigh 1)", "scniche_jax/graphs.py",
+             "weights = np.concatenate([weights, np.zeros(pad, np.float32)])",
+             "weights = np.concatenate([weights, np.ones(pad, np.float32)])"),
+    Mutation("GraphConv normalised by in-degree instead of out-degree", "scniche_jax/graphs.py",
+             "return (out_deg[senders] ** -0.5", "return (in_deg[senders] ** -0.5"),
+    Mutation("pos_weight off by one", "scniche_jax/graphs.py",
+             "return float(n_nodes**2 - total_edges / 2) / total_edges * 2",
+             "return float(n_nodes**2 - total_edges / 2) / (total_edges + 1) * 2"),
+]
+
+
+def copy_repo(destination: Path) -> None:
+    """The package, the tests and the parity folder (with its fixtures), nothing else."""
+    for name in ("scniche_jax", "tests", "parity", "pyproject.toml"):
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, destination / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(source, destination / name)
+
+
+def run_subset(workdir: Path, timeout: int) -> tuple[bool, str, float]:
+    """``(passed, first failing test, seconds)`` of the subset in ``workdir``."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONDONTWRITEBYTECODE="1")
+    env.pop("PYTHONPATH", None)
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *SUBSET],
+                          cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+    seconds = time.perf_counter() - started
+    if done.returncode == 0:
+        return True, "", seconds
+    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", done.stdout, flags=re.M)
+    last_line = (done.stdout.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+    return False, failed[0] if failed else last_line, seconds
+
+
+def apply(workdir: Path, mutation: Mutation) -> None:
+    path = workdir / mutation.path
+    text = path.read_text()
+    if text.count(mutation.old) != 1:
+        raise RuntimeError(f"mutation {mutation.name!r}: expected one {mutation.old!r} in {mutation.path}, "
+                           f"found {text.count(mutation.old)} (the source moved: update parity/mutations.py)")
+    path.write_text(text.replace(mutation.old, mutation.new))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--list", action="store_true", help="print the mutations and exit")
+    parser.add_argument("--timeout", type=int, default=900, help="seconds per pytest run")
+    args = parser.parse_args(argv)
+    if args.list:
+        for m in MUTATIONS:
+            print(f"{m.name}: {m.path}: {m.old!r} -> {m.new!r}")
+        return 0
+    with tempfile.TemporaryDirectory(prefix="scniche_mutations_") as tmp:
+        clean = Path(tmp) / "clean"
+        copy_repo(clean)
+        for m in MUTATIONS:  # every mutation must still apply to today's source
+            if (clean / m.path).read_text().count(m.old) != 1:
+                print(f"mutation {m.name!r} no longer applies to {m.path}", file=sys.stderr)
+                return 2
+        passed, failure, seconds = run_subset(clean, args.timeout)
+        print(f"{'clean':<62} {'passes' if passed else 'FAILS: ' + failure} ({seconds:.0f} s)", flush=True)
+        if not passed:
+            return 2
+        survived = 0
+        for m in MUTATIONS:
+            workdir = Path(tmp) / f"mutant_{MUTATIONS.index(m)}"
+            copy_repo(workdir)
+            apply(workdir, m)
+            passed, failure, seconds = run_subset(workdir, args.timeout)
+            verdict = "SURVIVED" if passed else f"caught by {failure}"
+            survived += passed
+            print(f"{m.name:<62} {verdict} ({seconds:.0f} s)", flush=True)
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(f"{len(MUTATIONS) - survived} of {len(MUTATIONS)} mutations caught")
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
