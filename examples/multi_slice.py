@@ -35,8 +35,8 @@ def main() -> None:
         sj.pl.composition(adata, celltype_key="Cell_type").savefig(out / "composition.png", dpi=120)
     except ImportError as err:
         print(f"plots skipped: {err}")
-    print(json.dumps({"cells": adata.n_obs, "batch_size": model.config.batch_size,
-                      "early_stop": model.history["early_stop"], "out": str(out)}))
+    print(json.dumps({"cells": adata.n_obs, "batch_size": model.data_shape.batch_size,
+                      "early_stop": model.history.to_dict()["early_stop"], "out": str(out)}))
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def main() -> None:
     except ImportError as err:
         print(f"plots skipped ({err})")
     print(json.dumps({"out": str(out), "plots": plots,"cells": adata.n_obs, "epochs": args.epochs, "batch_num": args.batch_num,
-                      "fit_seconds": round(seconds, 2), "final_loss": round(model.history["loss"]["total"][-1], 4),
+                      "fit_seconds": round(seconds, 2), "final_loss": round(model.history.loss["total"][-1], 4),
                       "ari_vs_regions": round(float(ari), 4)}))
 
 

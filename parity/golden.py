@@ -1,4 +1,4 @@
-"""Loading a golden fixture made by the PyTorch reference (see ../shared/parity/README.md).
+"""Loading a golden fixture made by the PyTorch reference (see fixtures/README.md).
 
 Everything the checks need is read from the fixture itself (views, hidden sizes, k, mik,
 learning rate, steps), so another fixture of the same format with other settings works.

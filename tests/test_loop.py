@@ -29,7 +29,6 @@ def test_loss_patience_stops_early(small):
     assert len(model.history["loss"]["total"]) == stop["stopped_epoch"]
     assert stop["best_epoch"] == stop["stopped_epoch"] - 3
     assert set(a.uns) == uns
-    a.copy()
 
 
 def test_restore_best_embeds_with_best_parameters(small):
