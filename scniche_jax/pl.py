@@ -65,8 +65,11 @@ def niches(adata: Any, groupby: str = "scNiche", sample_key: Optional[str] = Non
     if ax is None:
         ncols = max(1, min(ncols, len(samples)))
         nrows = -(-len(samples) // ncols)
-        fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols + 2.2, 5 * nrows), squeeze=False,
-                                 layout="constrained")
+        spans = [np.ptp(coords[m], axis=0) if m.any() else np.ones(2) for m in masks]
+        ratio = float(np.clip(max(s[1] / max(s[0], 1e-12) for s in spans), 0.4, 2.5))  # height / width of a slice
+        width = 5.0 if ratio <= 1 else 5.0 / ratio ** 0.5
+        fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols + 2.6, width * ratio * nrows + 0.6),
+                                 squeeze=False, layout="constrained")
         axes = list(axes.flat)
     else:
         axes = list(np.ravel(ax))
