@@ -311,8 +311,11 @@ def niche_adjacency(adata: Any, groupby: str = "scNiche", sample_key: Optional[s
       One row per (sample, source niche, target niche) with columns ``sample_key`` (or
       ``'sample'``; ``'(pooled)'`` marks the rows summed over samples, the only rows when
       there is one sample), ``source``, ``target`` (categorical), ``n_links``, ``observed``,
-      ``expected``, ``z_score``, ``p_value``, ``p_adj`` (Benjamini–Hochberg within each sample
-      block) and ``n_cells_source``. ``table.pivot(index='source', columns='target',
+      ``expected``, ``log2_ratio`` (log2 of (links + 1) / (expected links + 1): how much more
+      or less contact than chance, comparable between niches of different sizes), ``z_score``
+      (grows with the niches' sizes as well as with the effect: between two large niches a
+      small deficit has a large |z|), ``p_value``, ``p_adj`` (Benjamini–Hochberg within each
+      sample block) and ``n_cells_source``. ``table.pivot(index='source', columns='target',
       values='z_score')`` of the pooled rows is the niche × niche matrix.
     """
     adata = resolve_table(adata, table_key)
@@ -391,13 +394,14 @@ def niche_adjacency(adata: Any, groupby: str = "scNiche", sample_key: Optional[s
             "source": [groups[i] for i in src_i], "target": [groups[j] for j in dst_i],
             "n_links": observed[src_i, dst_i].astype(np.int64),
             "observed": (observed * scale)[src_i, dst_i], "expected": (mean * scale)[src_i, dst_i],
+            "log2_ratio": np.log2((observed[src_i, dst_i] + 1.0) / (mean[src_i, dst_i] + 1.0)),
             "z_score": z[src_i, dst_i], "p_value": np.where(np.isfinite(z[src_i, dst_i]), p[src_i, dst_i], np.nan),
             "n_cells_source": sizes[src_i].astype(np.int64)})
         frame["p_adj"] = benjamini_hochberg(frame["p_value"])
         frames.append(frame)
     table = pd.concat(frames, ignore_index=True)
-    table = table[[sample_col, "source", "target", "n_links", "observed", "expected", "z_score", "p_value", "p_adj",
-                   "n_cells_source"]]
+    table = table[[sample_col, "source", "target", "n_links", "observed", "expected", "log2_ratio", "z_score", "p_value",
+                   "p_adj", "n_cells_source"]]
     sample_names = [s for s in samples if s is not None] + [POOLED]
     table[sample_col] = pd.Categorical(table[sample_col].astype(object), categories=list(dict.fromkeys(sample_names)))
     table["source"] = _as_category(table["source"], groups)

@@ -106,7 +106,7 @@ def enrichment(data: Any, uns_key: str = "enrichment", value: str = "log2_fold_c
     return finish(ax, show)
 
 
-def niche_adjacency(data: Any, uns_key: str = "niche_adjacency", value: str = "z_score",
+def niche_adjacency(data: Any, uns_key: str = "niche_adjacency", value: str = "log2_ratio",
                     sample: Optional[str] = None, annotate: bool = True, vmax: Optional[float] = None,
                     cmap: str = "RdBu_r", ax=None, show: bool = False, table_key: Optional[str] = None):
     """Heatmap of niche × niche adjacency (source rows, target columns).
@@ -115,7 +115,8 @@ def niche_adjacency(data: Any, uns_key: str = "niche_adjacency", value: str = "z
       data: an AnnData (or SpatialData) with the table of :func:`scniche_jax.tl.niche_adjacency`
         in ``uns[uns_key]``, or that table.
       uns_key: where the table is stored.
-      value: ``'z_score'`` (observed vs shuffled labels), ``'observed'`` or ``'expected'``.
+      value: ``'log2_ratio'`` (links against shuffled labels, comparable across niche sizes),
+        ``'z_score'``, ``'observed'`` or ``'expected'``.
       sample: which sample's block; the pooled rows when None.
       annotate: write the values into the cells.
       vmax: colour limit (symmetric for z-scores); the largest off-diagonal |value| when None.
@@ -142,7 +143,8 @@ def niche_adjacency(data: Any, uns_key: str = "niche_adjacency", value: str = "z
         vmax = float(np.abs(finite).max()) if finite.size else None
     annot = matrix.map(lambda v: f"{v:.1f}" if np.isfinite(v) else "") if annotate else None
     ax = _new_axes(ax, 2.5 + 0.5 * matrix.shape[1], 1.5 + 0.45 * matrix.shape[0])
-    _heatmap(ax, matrix, cmap, value.replace("_", " "), centre=(value == "z_score"), annot=annot, vmax=vmax)
+    _heatmap(ax, matrix, cmap, value.replace("_", " "), centre=value in ("z_score", "log2_ratio"), annot=annot,
+             vmax=vmax)
     ax.set_xlabel("neighbouring niche")
     ax.set_ylabel("niche")
     ax.set_title(f"niche adjacency ({value.replace('_', ' ')}, {block_name})", fontsize=9)

@@ -101,7 +101,7 @@ def test_checkerboard_niches_touch_more_than_expected(graph):
     assert set(table["sample"].astype(str)) == {"(pooled)"}
     ab, aa = _row(table, source="A", target="B"), _row(table, source="A", target="A")
     assert ab["z_score"] > 5 and ab["p_adj"] < 0.05 and ab["observed"] > ab["expected"]
-    assert aa["z_score"] < -5
+    assert aa["z_score"] < -5 and ab["log2_ratio"] > 0.3 and aa["log2_ratio"] < -0.3
     assert _row(table, source="B", target="A")["n_links"] == ab["n_links"]  # links count both ways
 
 
@@ -327,3 +327,30 @@ def test_tables_survive_an_h5ad_round_trip(tmp_path):
 def test_benjamini_hochberg_matches_the_textbook_values():
     p = [0.01, 0.04, 0.03, np.nan, 0.2]
     np.testing.assert_allclose(benjamini_hochberg(p), [0.04, 0.16 / 3, 0.16 / 3, np.nan, 0.2], equal_nan=True)
+
+
+# ----------------------------------------------------------------------------- real data: osmFISH regions
+
+OSMFISH_LAYERS = {"pyramidal L4": "Layer 4", "Pyramidal L6": "Layer 6", "Pyramidal L2-3": "Layer 2-3 medial",
+                  "Pyramidal L3-4": "Layer 3-4", "Pyramidal L5": "Layer 5", "Pyramidal Kcnip2": "Layer 4"}
+NEIGHBOURING = [("Pia Layer 1", "Layer 2-3 medial"), ("Pia Layer 1", "Layer 2-3 lateral"),
+                ("Layer 2-3 lateral", "Layer 3-4"), ("Layer 3-4", "Layer 4"), ("Layer 4", "Layer 5"),
+                ("Layer 5", "Layer 6"), ("Layer 6", "White matter")]
+DISTANT = [("Pia Layer 1", "Layer 6"), ("Pia Layer 1", "White matter"), ("Layer 2-3 medial", "Layer 6"),
+           ("Layer 2-3 medial", "White matter"), ("Layer 4", "Layer 6"), ("Layer 4", "White matter"),
+           ("Layer 2-3 lateral", "Layer 6"), ("Layer 3-4", "White matter"), ("Pia Layer 1", "Layer 5")]
+
+
+def test_osmfish_regions_put_excitatory_types_in_their_layers_and_neighbouring_layers_together():
+    a = sj.datasets.osmfish()
+    a.obs["Niche"] = a.obs["Niche"].astype("category")
+    table = sj.tl.enrichment(a, groupby="Niche", key="Cell_type")
+    for cell_type, layer in OSMFISH_LAYERS.items():
+        rows = table[table["Cell_type"] == cell_type].sort_values("log2_fold_change", ascending=False)
+        assert rows.iloc[0]["Niche"] == layer, cell_type
+        assert rows.iloc[0]["p_adj"] < 1e-9 and rows.iloc[0]["log2_fold_change"] > 1.5, cell_type
+    adjacency = sj.tl.niche_adjacency(a, groupby="Niche", n_perms=200)
+    ratio = adjacency.pivot(index="source", columns="target", values="log2_ratio")
+    near = [ratio.loc[p] for p in NEIGHBOURING]
+    far = [ratio.loc[p] for p in DISTANT]
+    assert min(near) > max(far) + 1.0
