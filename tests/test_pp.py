@@ -204,3 +204,16 @@ def test_use_graph_reads_squidpy_connectivities():
     with pytest.raises(ValueError, match="no 'spatial_connectivities'.*squidpy.gr.spatial_neighbors"):
         pp.cal_spatial_neighbors(b, "Cell_type", use_graph=True, verbose=False)
     assert "X_cn" not in b.obsm
+
+
+def test_old_names_from_inside_the_package_do_not_warn():
+    import warnings
+
+    a = _adata(30, 3, 0)
+    code = "pp.cal_spatial_neighbors(a, 'Cell_type', k_cutoff=4, verbose=False)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exec(code, {"__name__": "scniche_jax.cli", "pp": pp, "a": a})  # e.g. the command line, not yet renamed
+    assert np.all(a.obsm["X_cn"].sum(1) == 5)
+    with pytest.warns(DeprecationWarning):
+        exec(code, {"__name__": "user_script", "pp": pp, "a": a})
