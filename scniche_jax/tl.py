@@ -62,7 +62,7 @@ def clustering(adata: Any, n_niches: Optional[int] = None, method: str = "kmeans
     x = val.dense_float_matrix(adata.obsm[use_rep], f"adata.obsm[{use_rep!r}]", adata.n_obs)
     if method == "kmeans":
         if n_niches is None:
-            raise ValueError("method='kmeans' needs n_niches, the number of niches.")
+            raise ValueError("method='kmeans' needs n_niches (formerly target_k), the number of niches.")
         n_niches = val.check_positive_int(n_niches, "n_niches")
         if n_niches > adata.n_obs:
             raise ValueError(f"n_niches={n_niches} exceeds the {adata.n_obs} cells; choose n_niches <= {adata.n_obs}.")
