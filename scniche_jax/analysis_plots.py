@@ -222,7 +222,7 @@ def abundance(adata: Any, groupby: str = "scNiche", *, condition_key: str, sampl
                 labels.append(str(g))
     ax.set_xticks(np.arange(len(groups)))
     ax.set_xticklabels(labels, rotation=90, fontsize=7)
-    ax.set_ylabel(f"fraction of the sample's cells")
+    ax.set_ylabel("fraction of the sample's cells")
     ax.set_xlabel(groupby)
     ax.legend(title=condition_key, frameon=False, fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
     ax.set_title(f"niche abundance per {sample_key}", fontsize=9)

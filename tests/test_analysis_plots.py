@@ -2,7 +2,6 @@
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import scniche_jax as sj
