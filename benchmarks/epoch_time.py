@@ -43,8 +43,8 @@ def run_one(spec: str, epochs: int, warmup: int) -> dict:
     batch_num = None if mode == "full" else int(mode)
     adata = sj.datasets.synthetic(n_cells, n_niches=8, n_cell_types=12, n_genes=50, seed=0)
     t0 = time.perf_counter()
-    sj.pp.cal_spatial_neighbors(adata, "Cell_type", k_cutoff=20, verbose=False)
-    sj.pp.cal_spatial_exp(adata, is_pca=True, n_comps=20, k_cutoff=20, verbose=False)
+    sj.pp.cal_spatial_neighbors(adata, "Cell_type", n_neighbors=20, verbose=False)
+    sj.pp.cal_spatial_exp(adata, is_pca=True, n_comps=20, n_neighbors=20, verbose=False)
     t_pp = time.perf_counter() - t0
     print(f"[{spec}] preprocessing {t_pp:.1f} s", file=sys.stderr, flush=True)
 

@@ -63,8 +63,8 @@ def main() -> None:
     say(f"synthetic data {out['synthetic_s']:.1f} s, peak RSS {peak_rss_gb():.2f} GB")
 
     t0 = time.perf_counter()
-    sj.pp.cal_spatial_neighbors(adata, "Cell_type", k_cutoff=20, verbose=False)
-    sj.pp.cal_spatial_exp(adata, is_pca=True, n_comps=20, k_cutoff=20, verbose=False)
+    sj.pp.cal_spatial_neighbors(adata, "Cell_type", n_neighbors=20, verbose=False)
+    sj.pp.cal_spatial_exp(adata, is_pca=True, n_comps=20, n_neighbors=20, verbose=False)
     out["preprocess_s"] = time.perf_counter() - t0
     out["peak_rss_after_preprocess_gb"] = peak_rss_gb()
     say(f"preprocessing {out['preprocess_s']:.1f} s, peak RSS {out['peak_rss_after_preprocess_gb']:.2f} GB")

@@ -23,16 +23,16 @@ def main() -> None:
     import anndata as ad
 
     adata = ad.read_h5ad(args.h5ad)
-    adata = sj.pp.process_multi_slices(adata, celltype_key="Cell_type", sample_key="slice", k_cutoff=20,
+    adata = sj.pp.process_multi_slices(adata, celltype_key="Cell_type", sample_key="slice", n_neighbors=20,
                                        is_pca=True, n_comps=20)
     batch_num = args.batch_num if args.batch_num == "auto" else int(args.batch_num)
     model = sj.fit(adata, batch_num=batch_num, epochs=args.epochs, ari_every=5, ari_k=args.niches,
                    ari_stop_threshold=0.95)
-    sj.tl.clustering(adata, target_k=args.niches)
+    sj.tl.clustering(adata, n_niches=args.niches)
     out = model.save(Path(args.out), adata=adata, overwrite=True)
     try:
         sj.pl.niches(adata, sample_key="slice").savefig(out / "niches.png", dpi=120)
-        sj.pl.composition(adata, celltype_key="Cell_type").savefig(out / "composition.png", dpi=120)
+        sj.pl.composition(adata, key="Cell_type").figure.savefig(out / "composition.png", dpi=120)
     except ImportError as err:
         print(f"plots skipped: {err}")
     print(json.dumps({"cells": adata.n_obs, "batch_size": model.data_shape.batch_size,

@@ -26,18 +26,18 @@ def main() -> None:
     adata = osmfish()
     counts = adata.X
     adata.X = np.log1p(counts / counts.sum(axis=1, keepdims=True) * 1e4).astype(np.float32)
-    sj.pp.cal_spatial_neighbors(adata, celltype_key="Cell_type", k_cutoff=20)
-    sj.pp.cal_spatial_exp(adata, is_pca=True, n_comps=20, k_cutoff=20)
+    sj.pp.cal_spatial_neighbors(adata, celltype_key="Cell_type", n_neighbors=20)
+    sj.pp.cal_spatial_exp(adata, is_pca=True, n_comps=20, n_neighbors=20)
 
     start = time.perf_counter()
     model = sj.fit(adata, epochs=args.epochs, batch_num=args.batch_num, seed=args.seed)
     seconds = time.perf_counter() - start
-    sj.tl.clustering(adata, target_k=11)
+    sj.tl.clustering(adata, n_niches=11)
     ari = adjusted_rand_score(adata.obs["Niche"], adata.obs["scNiche"])
     out = model.save(args.out, adata=adata, overwrite=True)
     plots = []
     try:
-        for name, fig in (("niches", sj.pl.niches(adata)), ("composition", sj.pl.composition(adata)),
+        for name, fig in (("niches", sj.pl.niches(adata)), ("composition", sj.pl.composition(adata).figure),
                           ("history", sj.pl.history(model))):
             fig.savefig(out / f"{name}.png", dpi=110)
             plots.append(str(out / f"{name}.png"))

@@ -33,8 +33,8 @@ def _ours_prep(n_cells: int) -> dict:
 
     adata = sj.datasets.synthetic(n_cells, n_niches=8, n_cell_types=12, n_genes=50, seed=0)
     start = time.perf_counter()
-    sj.pp.cal_spatial_neighbors(adata, "Cell_type", k_cutoff=20, verbose=False)
-    sj.pp.cal_spatial_exp(adata, is_pca=True, n_comps=20, k_cutoff=20, verbose=False)
+    sj.pp.cal_spatial_neighbors(adata, "Cell_type", n_neighbors=20, verbose=False)
+    sj.pp.cal_spatial_exp(adata, is_pca=True, n_comps=20, n_neighbors=20, verbose=False)
     t_pp = time.perf_counter() - start
     start = time.perf_counter()
     for view in ("X_cn_norm", "X_data", "X_data_nbr"):

@@ -79,8 +79,8 @@ def make_case(n_cells: int, views=("X_cn_norm", "X_data", "X_data_nbr"), hidden_
               hidden_size=(32, 10), steps: int = 1, seed: int = 0, n_neighbors: int = 20, mik: int = 5) -> Case:
     """Synthetic cells, our graphs and consensus, fresh initial weights, random permutations."""
     adata = sj.datasets.synthetic(n_cells, n_niches=5, n_cell_types=10, n_genes=30, seed=seed)
-    sj.pp.cal_spatial_neighbors(adata, "Cell_type", k_cutoff=20, verbose=False)
-    sj.pp.cal_spatial_exp(adata, is_pca=True, n_comps=20, k_cutoff=20, verbose=False)
+    sj.pp.cal_spatial_neighbors(adata, "Cell_type", n_neighbors=20, verbose=False)
+    sj.pp.cal_spatial_exp(adata, is_pca=True, n_comps=20, n_neighbors=20, verbose=False)
     graphs = [build_view_graph(adata.obsm[v], n_neighbors, mik) for v in views]
     key = jax.random.key(seed)
     gfn = GraphFusionNetwork(n_cells).init(jax.random.fold_in(key, 1), jnp.zeros((1, n_cells)))["params"]

@@ -93,8 +93,8 @@ def test_osmfish_ari_statistical_parity(tmp_path):
     for seed, ref_run in zip(seeds, ref):
         adata = sj.datasets.osmfish()
         adata.X = np.log1p(adata.X / adata.X.sum(axis=1, keepdims=True) * 1e4).astype(np.float32)
-        sj.pp.cal_spatial_neighbors(adata, "Cell_type", k_cutoff=20, verbose=False)
-        sj.pp.cal_spatial_exp(adata, is_pca=True, n_comps=20, k_cutoff=20, verbose=False)
+        sj.pp.cal_spatial_neighbors(adata, "Cell_type", n_neighbors=20, verbose=False)
+        sj.pp.cal_spatial_exp(adata, is_pca=True, n_comps=20, n_neighbors=20, verbose=False)
         sj.fit(adata, epochs=100, seed=seed, lr_patience=None, progress=False)
         sj.tl.clustering(adata, 11)
         ours.append(adjusted_rand_score(adata.obs["Niche"], adata.obs["scNiche"]))

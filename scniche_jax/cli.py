@@ -61,9 +61,9 @@ def _preprocess(adata, args):
     n_comps = min(args.n_comps, adata.n_vars - 1, adata.n_obs - 1)
     if args.sample_key:
         return sj.pp.process_multi_slices(adata, celltype_key=args.celltype_key, sample_key=args.sample_key,
-                                          k_cutoff=args.k_cutoff, is_pca=True, n_comps=n_comps, verbose=False)
-    sj.pp.cal_spatial_neighbors(adata, celltype_key=args.celltype_key, k_cutoff=args.k_cutoff, verbose=False)
-    sj.pp.cal_spatial_exp(adata, is_pca=True, n_comps=n_comps, k_cutoff=args.k_cutoff, verbose=False)
+                                          n_neighbors=args.n_neighbors, is_pca=True, n_comps=n_comps, verbose=False)
+    sj.pp.cal_spatial_neighbors(adata, celltype_key=args.celltype_key, n_neighbors=args.n_neighbors, verbose=False)
+    sj.pp.cal_spatial_exp(adata, is_pca=True, n_comps=n_comps, n_neighbors=args.n_neighbors, verbose=False)
     return adata
 
 
@@ -87,7 +87,7 @@ def cmd_fit(args) -> dict:
                    cells_per_batch=args.cells_per_batch, devices=jax.devices() if args.all_devices else None)
     seconds = time.perf_counter() - start
     if args.n_niches:
-        sj.tl.clustering(adata, target_k=args.n_niches)
+        sj.tl.clustering(adata, n_niches=args.n_niches)
     model.save(out, adata=adata, overwrite=args.overwrite)
     stop = model.history.early_stop
     summary = {"command": "fit", "cells": adata.n_obs, "out": str(out.resolve()), "epochs_run": stop.stopped_epoch,
@@ -114,7 +114,7 @@ def cmd_cluster(args) -> dict:
     import scniche_jax as sj
 
     adata = _read(args.input)
-    sj.tl.clustering(adata, target_k=args.n_niches, method=args.method, use_rep=args.use_rep)
+    sj.tl.clustering(adata, n_niches=args.n_niches, method=args.method, use_rep=args.use_rep)
     _write(adata, args.out, args.overwrite)
     return {"command": "cluster", "cells": adata.n_obs, "out": str(Path(args.out).resolve()),
             "niches": {str(k): int(v) for k, v in adata.obs["scNiche"].value_counts().sort_index().items()}}
@@ -142,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     def add_pp(p):
         p.add_argument("--celltype-key", default="Cell_type", help="obs column of cell types (default Cell_type)")
         p.add_argument("--sample-key", default=None, help="obs column of slice ids: preprocess each slice")
-        p.add_argument("--k-cutoff", type=int, default=20, help="spatial neighbours for the views (default 20)")
+        p.add_argument("--n-neighbors", "--k-cutoff", dest="n_neighbors", type=int, default=20,
+                       help="spatial neighbours for the views (default 20; --k-cutoff is the old name)")
         p.add_argument("--n-comps", type=int, default=20, help="PCA components of the expression views")
         p.add_argument("--normalize", action="store_true", help="normalise counts to 1e4 per cell and log1p first")
         p.add_argument("--overwrite", action="store_true", help="replace existing output")

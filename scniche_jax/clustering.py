@@ -20,6 +20,8 @@ def leiden_labels(x: np.ndarray, resolution: float = 0.5, n_neighbors: int = 20,
     """Leiden labels (strings, as scanpy returns them) on a kNN graph of ``x``."""
     try:
         import anndata as ad
+        import igraph  # noqa: F401  (scanpy's leiden needs both; say which extra brings them)
+        import leidenalg  # noqa: F401
         import scanpy as sc
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError("method='leiden' needs scanpy and leidenalg: pip install 'scniche-jax[leiden]'") from err

@@ -9,13 +9,14 @@ import anndata as ad
 import jax
 
 from . import persistence
-from ._deprecation import refuse_unknown, renamed
+from ._deprecation import renamed_kwargs
 from .config import ModelConfig
 from .model import Model
 
 log = logging.getLogger(__name__)
 
 
+@renamed_kwargs(k_graph="n_neighbors")
 def fit(adata: ad.AnnData, *, views: Optional[Sequence[str]] = None,
         hidden_size_v: Sequence[int] = (10,), hidden_size: Sequence[int] = (32, 10),
         n_neighbors: int = 20, mik: int = 5, batch_num: Optional[int | str] = None, epochs: int = 100,
@@ -27,7 +28,7 @@ def fit(adata: ad.AnnData, *, views: Optional[Sequence[str]] = None,
         gre_semantics: str = "gpu", variant: str = "reference", block_size: int = 1024,
         key_added: str = "X_scniche", checkpoint_dir: Optional[str] = None, checkpoint_every: int = 10,
         resume: bool = False, devices: Optional[Sequence[jax.Device]] = None,
-        memory_limit: Optional[float] = None, cells_per_batch: Optional[int] = None, **deprecated) -> Model:
+        memory_limit: Optional[float] = None, cells_per_batch: Optional[int] = None) -> Model:
     """Trains scNiche on ``adata`` and writes the embedding to ``adata.obsm[key_added]``.
 
     The same as ``model = Model(...); model.train(adata, ...)`` followed by the embedding;
@@ -53,8 +54,6 @@ def fit(adata: ad.AnnData, *, views: Optional[Sequence[str]] = None,
       The trained :class:`Model`; its ``history`` holds losses, LRs, ARIs and why training
       stopped. Nothing but ``adata.obsm[key_added]`` is written, also after Ctrl-C.
     """
-    n_neighbors = renamed(deprecated, "k_graph", "n_neighbors", n_neighbors, 20)
-    refuse_unknown(deprecated, "fit()")
     if not isinstance(key_added, str) or not key_added:
         raise ValueError(f"key_added must be a non-empty string, got {key_added!r}.")
     model_options = dict(views=views, hidden_size_v=hidden_size_v, hidden_size=hidden_size, n_neighbors=n_neighbors,

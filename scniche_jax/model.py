@@ -20,7 +20,7 @@ import numpy as np
 
 from . import persistence
 from . import validation as val
-from ._deprecation import refuse_unknown, renamed
+from ._deprecation import renamed_kwargs
 from .batching import batch_size_of, cells_from_batches
 from .config import BatchConfig, DataShape, ModelConfig, OptimizerConfig, StoppingConfig
 from .history import History
@@ -91,12 +91,11 @@ class Model:
       history: a :class:`~scniche_jax.history.History` of every epoch.
     """
 
+    @renamed_kwargs(k_graph="n_neighbors")
     def __init__(self, *, views: Optional[Sequence[str]] = None, hidden_size_v: Sequence[int] = (10,),
                  hidden_size: Sequence[int] = (32, 10), n_neighbors: int = 20, mik: int = 5, dropout: float = 0.1,
                  deterministic_embedding: bool = True, gre_semantics: str = "gpu", variant: str = "reference",
-                 seed: int = 0, **deprecated):
-        n_neighbors = renamed(deprecated, "k_graph", "n_neighbors", n_neighbors, 20)
-        refuse_unknown(deprecated, "Model()")
+                 seed: int = 0):
         self.config = ModelConfig(views=DEFAULT_VIEWS if views is None else views, hidden_size_v=hidden_size_v,
                                   hidden_size=hidden_size, n_neighbors=n_neighbors, mik=mik, dropout=dropout,
                                   deterministic_embedding=deterministic_embedding, gre_semantics=gre_semantics,
@@ -401,8 +400,9 @@ class Model:
         persistence.save_training_checkpoint(directory, loop.epochs_run, self._config_dict(), self.gfn_params,
                                              self._state_tree(state.params, state, loop), self._meta(loop))
 
+    @renamed_kwargs(key="key_added")
     def save(self, path: PathLike, *, adata: Optional[ad.AnnData] = None, overwrite: bool = False,
-             key_added: str = "X_scniche", **deprecated) -> Path:
+             key_added: str = "X_scniche") -> Path:
         """Writes the model folder: ``config.json``, ``model.pt``, ``state/`` [, ``adata.h5ad``].
 
         The folder is built beside ``path`` and swapped in at the end, so an interrupted save
@@ -418,8 +418,6 @@ class Model:
         Returns:
           The absolute folder path.
         """
-        key_added = renamed(deprecated, "key", "key_added", key_added, "X_scniche")
-        refuse_unknown(deprecated, "Model.save()")
         if not self.is_trained:
             raise ValueError("this model is not trained yet; call model.train(adata) before saving.")
         path = persistence.check_writable_dir(path, "save path")

@@ -1,34 +1,57 @@
-"""Plots of niches (matplotlib is optional: ``pip install 'scniche-jax[plot]'``)."""
+"""Plots of niches and of the analyses after them (matplotlib is optional:
+``pip install 'scniche-jax[plot]'``).
+
+Every function takes ``ax=None`` (draw into your Axes, or a new figure when None), returns
+the matplotlib object it drew (an ``Axes``; a ``Figure`` for the multi-panel ``niches`` and
+``history``) and calls ``plt.show()`` only with ``show=True``. A ``spatialdata.SpatialData``
+is accepted wherever an AnnData is (``table_key`` names its table).
+"""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import warnings
+from typing import Any, Optional, Sequence
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 
 from . import validation as val
-from .plotting import _pyplot, history_figure
+from ._deprecation import map_renamed, renamed_kwargs
+from ._spatialdata import resolve_table
+from .analysis_plots import abundance, enrichment, markers, niche_adjacency
+from .plotting import _pyplot, distinct_colours, finish, history_figure
 
-__all__ = ["niches", "history", "composition"]
+__all__ = ["niches", "history", "composition", "enrichment", "niche_adjacency", "abundance", "markers"]
 
 
-def niches(adata: ad.AnnData, key: str = "scNiche", sample_key: Optional[str] = None,
-           spatial_key: str = "spatial", point_size: Optional[float] = None, ncols: int = 3):
+def _legend_columns(n: int, per_column: int = 18) -> int:
+    return max(1, -(-n // per_column))
+
+
+@renamed_kwargs(key="groupby")
+def niches(adata: Any, groupby: str = "scNiche", sample_key: Optional[str] = None,
+           spatial_key: str = "spatial", point_size: Optional[float] = None, ncols: int = 3,
+           title: Optional[str] = None, palette: Optional[Sequence] = None, ax=None, show: bool = False,
+           table_key: Optional[str] = None):
     """Cells at their spatial coordinates coloured by niche, one panel per slice.
 
     Args:
-      adata: cells with ``obs[key]`` and ``obsm[spatial_key]``.
-      key: ``obs`` column of niche labels.
+      adata: cells with ``obs[groupby]`` and ``obsm[spatial_key]``; or a SpatialData.
+      groupby: ``obs`` column of niche labels (``key`` is the deprecated name).
       sample_key: ``obs`` column of slice ids (one panel per slice); one panel when None.
       spatial_key: ``obsm`` key of the coordinates.
       point_size: marker size; chosen from the number of cells when None.
       ncols: panels per row.
+      title: figure title; ``groupby`` when None (each panel is titled with its slice).
+      palette: colours, one per niche (else ``uns[groupby + '_colors']`` or a distinct palette).
+      ax: an Axes (one slice) or a sequence of Axes (one per slice); a new figure when None.
+      show: call ``plt.show()``.
+      table_key: the table of a SpatialData.
 
     Returns:
-      ``matplotlib.figure.Figure``.
+      The ``matplotlib.figure.Figure``; the legend sits outside the panels, on the right.
     """
-    val.check_obs_key(adata, key, "niche column")
+    adata = resolve_table(adata, table_key)
+    val.check_obs_key(adata, groupby, "niche column")
     coords = val.spatial_coordinates(adata, spatial_key)
     if sample_key is not None:
         val.check_obs_key(adata, sample_key, "sample column")
@@ -37,64 +60,136 @@ def niches(adata: ad.AnnData, key: str = "scNiche", sample_key: Optional[str] = 
     else:
         samples, masks = [None], [np.ones(adata.n_obs, bool)]
     plt = _pyplot()
-    labels = pd.Categorical(adata.obs[key])
-    colours = plt.get_cmap("tab20")(np.linspace(0, 1, max(len(labels.categories), 1), endpoint=False))
-    ncols = min(ncols, len(samples))
-    nrows = -(-len(samples) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 5 * nrows), squeeze=False)
+    labels = pd.Categorical(adata.obs[groupby])
+    colours = distinct_colours(len(labels.categories), adata, groupby, palette)
+    if ax is None:
+        ncols = max(1, min(ncols, len(samples)))
+        nrows = -(-len(samples) // ncols)
+        spans = [np.ptp(coords[m], axis=0) if m.any() else np.ones(2) for m in masks]
+        ratio = float(np.clip(max(s[1] / max(s[0], 1e-12) for s in spans), 0.4, 2.5))  # height / width of a slice
+        width = 5.0 if ratio <= 1 else 5.0 / ratio ** 0.5
+        fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols + 2.6, width * ratio * nrows + 0.6),
+                                 squeeze=False, layout="constrained")
+        axes = list(axes.flat)
+    else:
+        axes = list(np.ravel(ax))
+        if len(axes) < len(samples):
+            raise ValueError(f"ax holds {len(axes)} Axes for {len(samples)} slices; pass one per slice or ax=None.")
+        fig = axes[0].figure
     size = point_size or max(0.5, min(20.0, 30000 / max(adata.n_obs, 1)))
-    for ax, sample, mask in zip(axes.flat, samples, masks):
+    for panel, sample, mask in zip(axes, samples, masks):
         for code, name in enumerate(labels.categories):
             sel = mask & (labels.codes == code)
-            ax.scatter(coords[sel, 0], coords[sel, 1], s=size, color=colours[code], label=str(name), linewidths=0)
-        ax.set_aspect("equal")
-        ax.set_xticks([])
-        ax.set_yticks([])
+            panel.scatter(coords[sel, 0], coords[sel, 1], s=size, color=colours[code], label=str(name),
+                          linewidths=0)
+        panel.set_aspect("equal")
+        panel.set_xticks([])
+        panel.set_yticks([])
         if sample is not None:
-            ax.set_title(str(sample))
-    for ax in list(axes.flat)[len(samples):]:
-        ax.axis("off")
-    axes.flat[0].legend(markerscale=max(1.0, 20 / size), fontsize=7, loc="best", frameon=False)
-    fig.tight_layout()
-    return fig
+            panel.set_title(str(sample))
+    for panel in axes[len(samples):]:
+        panel.axis("off")
+    handles = [plt.Line2D([], [], marker="o", ls="", color=colours[i], label=str(name))
+               for i, name in enumerate(labels.categories)]
+    fig.legend(handles=handles, loc="outside right upper" if ax is None else "center left",
+               bbox_to_anchor=None if ax is None else (1.0, 0.5), fontsize=8, frameon=False,
+               ncols=_legend_columns(len(handles)), title=groupby)
+    heading = title if title is not None else groupby
+    if sample_key is None and len(axes) == 1:
+        axes[0].set_title(heading)
+    else:
+        fig.suptitle(heading)
+    return finish(fig, show)
 
 
-def history(model):
-    """The training history of a :class:`~scniche_jax.Model` (loss components, LR, ARIs)."""
-    return history_figure(model.history)
-
-
-def composition(adata: ad.AnnData, key: str = "scNiche", celltype_key: str = "Cell_type",
-                normalize: bool = True, order: Optional[Sequence[str]] = None):
-    """Stacked bars of the cell types in each niche.
+def history(model, ax=None, show: bool = False):
+    """The training history of a :class:`~scniche_jax.Model` (loss components, LR, probe ARIs).
 
     Args:
-      adata: cells with ``obs[key]`` and ``obs[celltype_key]``.
-      key: ``obs`` column of niche labels.
-      celltype_key: ``obs`` column of cell types.
-      normalize: fractions per niche (True) or counts.
-      order: niche order on the x axis.
+      model: a ``Model`` or its ``history`` (a dict, or an object with ``loss``, ``lr``,
+        ``ari``, ``early_stop`` attributes).
+      ax: three Axes (loss, learning rate, ARI); a new figure when None.
+      show: call ``plt.show()``.
 
     Returns:
-      ``matplotlib.figure.Figure``.
+      The ``matplotlib.figure.Figure``. When no ARI probe ran the ARI panel says so and how to
+      get one (``sj.fit(..., ari_every=k)``).
     """
-    val.check_obs_key(adata, key, "niche column")
-    val.check_obs_key(adata, celltype_key, "cell-type column")
-    table = pd.crosstab(adata.obs[key], adata.obs[celltype_key])
+    hist = getattr(model, "history", model)
+    return finish(history_figure(hist, axes=ax), show)
+
+
+def composition(adata: Any, groupby: str = "scNiche", key: Optional[str] = None, sample_key: Optional[str] = None,
+                normalize: bool = True, order: Optional[Sequence[str]] = None, palette: Optional[Sequence] = None,
+                ax=None, show: bool = False, table_key: Optional[str] = None, **deprecated):
+    """Stacked bars of the cell types (``key``) in each niche, optionally one bar per sample.
+
+    Args:
+      adata: cells with ``obs[groupby]`` and ``obs[key]``; or a SpatialData.
+      groupby: ``obs`` column of niche labels.
+      key: ``obs`` column of cell types; ``'Cell_type'`` when None. (Deprecated spelling:
+        ``celltype_key=`` for this column, with ``key=`` then naming the niche column.)
+      sample_key: ``obs`` column of samples: bars per niche and sample, grouped by niche.
+      normalize: fractions per bar (True) or counts.
+      order: niche order on the x axis.
+      palette: colours, one per cell type (else ``uns[key + '_colors']`` or a palette that
+        stays distinct up to 60 types).
+      ax: Axes to draw into; a new figure (sized for the legend) when None.
+      show: call ``plt.show()``.
+      table_key: the table of a SpatialData.
+
+    Returns:
+      The ``matplotlib.axes.Axes``; the legend sits right of it, in several columns for many types.
+    """
+    if deprecated:
+        unknown = set(deprecated) - {"celltype_key"}
+        if unknown:
+            raise TypeError(f"composition() got unexpected keyword arguments {sorted(unknown)}.")
+        if key is not None:  # the old call composition(adata, key=<niche column>, celltype_key=<types>)
+            warnings.warn("composition(): key= named the niche column when combined with celltype_key=; "
+                          "use groupby=<niche column>, key=<cell-type column>.", DeprecationWarning, stacklevel=2)
+            groupby, key = key, None
+        key = map_renamed("composition", {"celltype_key": deprecated["celltype_key"]}, {"celltype_key": "key"})["key"]
+    key = "Cell_type" if key is None else key
+    adata = resolve_table(adata, table_key)
+    val.check_obs_key(adata, groupby, "niche column")
+    val.check_obs_key(adata, key, "cell-type column")
+    if sample_key is not None:
+        val.check_obs_key(adata, sample_key, "sample column")
+    niche_col = adata.obs[groupby]
+    index = [niche_col] if sample_key is None else [niche_col, adata.obs[sample_key]]
+    table = pd.crosstab(index, adata.obs[key])
+    niches_present = list(pd.unique(table.index.get_level_values(0)))
     if order is not None:
-        table = table.loc[list(order)]
+        missing = [o for o in order if o not in niches_present]
+        if missing:
+            raise ValueError(f"order names {missing}, not niches of adata.obs[{groupby!r}] ({niches_present}).")
+        table = table.loc[[row for o in order for row in table.index if (row[0] if sample_key else row) == o]]
     if normalize:
-        table = table.div(table.sum(axis=1), axis=0)
+        table = table.div(table.sum(axis=1).replace(0, np.nan), axis=0).fillna(0.0)
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(1.0 + 0.5 * len(table), 4.5))
-    colours = plt.get_cmap("tab20")(np.linspace(0, 1, max(table.shape[1], 1), endpoint=False))
+    n_types = table.shape[1]
+    colours = distinct_colours(n_types, adata, key, palette)
+    ncol = _legend_columns(n_types)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(2.0 + 0.35 * len(table) + 2.2 * ncol, 4.8), layout="constrained")
+    positions = np.arange(len(table), dtype=float)
+    if sample_key is not None:  # a gap between niches
+        first = table.index.get_level_values(0)
+        positions += np.cumsum(np.r_[0, (first[1:] != first[:-1]).astype(float)]) * 0.6
     bottom = np.zeros(len(table))
     for j, cell_type in enumerate(table.columns):
-        ax.bar(range(len(table)), table[cell_type].to_numpy(), bottom=bottom, color=colours[j], label=str(cell_type))
-        bottom += table[cell_type].to_numpy()
-    ax.set_xticks(range(len(table)))
-    ax.set_xticklabels([str(i) for i in table.index], rotation=90)
+        values = table[cell_type].to_numpy(dtype=float)
+        ax.bar(positions, values, bottom=bottom, color=colours[j], label=str(cell_type), width=0.85, linewidth=0)
+        bottom += values
+    ax.set_xticks(positions)
+    if sample_key is None:
+        ax.set_xticklabels([str(i) for i in table.index], rotation=90)
+        ax.set_xlabel(groupby)
+    else:
+        ax.set_xticklabels([f"{n} | {s}" for n, s in table.index], rotation=90, fontsize=7)
+        ax.set_xlabel(f"{groupby} | {sample_key}")
     ax.set_ylabel("fraction of cells" if normalize else "cells")
-    ax.legend(bbox_to_anchor=(1.01, 1), loc="upper left", fontsize=7, frameon=False)
-    fig.tight_layout()
-    return fig
+    ax.margins(x=0.01)
+    ax.legend(bbox_to_anchor=(1.01, 1), loc="upper left", fontsize=7, frameon=False, ncols=ncol, title=key)
+    return finish(ax, show)

@@ -1,7 +1,10 @@
 """Figures (matplotlib is optional: imported only here, with a clear error when missing)."""
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Optional, Sequence
+
+import numpy as np
 
 
 def _pyplot():
@@ -13,40 +16,108 @@ def _pyplot():
     return plt
 
 
-def history_figure(history: dict[str, Any]):
+def finish(obj, show: bool):
+    """Shows the current figure when asked (never otherwise) and returns ``obj``."""
+    if show:
+        _pyplot().show()
+    return obj
+
+
+def distinct_colours(n: int, adata=None, key: Optional[str] = None, palette: Optional[Sequence] = None) -> list:
+    """``n`` colours that stay distinct: ``palette`` if given, scanpy's ``uns[key + '_colors']`` if it
+    fits, else tab10 (n <= 10), tab20 (n <= 20), tab20 + tab20b + tab20c (n <= 60), or evenly spaced
+    hues at three lightness levels beyond that. Never repeats a colour for n <= 60.
+    """
+    from matplotlib import colormaps
+    from matplotlib.colors import hsv_to_rgb, to_hex
+
+    if palette is not None:
+        palette = list(palette)
+        if len(palette) < n:
+            raise ValueError(f"palette has {len(palette)} colours for {n} categories; pass at least {n}.")
+        return palette[:n]
+    if adata is not None and key is not None:
+        stored = adata.uns.get(f"{key}_colors")
+        if stored is not None and len(stored) >= n:
+            return list(stored)[:n]
+    if n <= 10:
+        return [to_hex(c) for c in colormaps["tab10"].colors[:n]]
+    if n <= 20:
+        return [to_hex(c) for c in colormaps["tab20"].colors[:n]]
+    if n <= 60:
+        pool = [to_hex(c) for name in ("tab20", "tab20b", "tab20c") for c in colormaps[name].colors]
+        return pool[:n]
+    hues = (np.arange(n) * 0.618033988749895) % 1.0
+    values = np.array([0.95, 0.75, 0.55])[np.arange(n) % 3]
+    return [to_hex(hsv_to_rgb((h, 0.75, v))) for h, v in zip(hues, values)]
+
+
+def history_field(history: Any, name: str, default: Any = None) -> Any:
+    """``history[name]`` for a dict history, ``history.name`` for a dataclass one (None/absent → default)."""
+    if isinstance(history, Mapping):
+        value = history.get(name, default)
+    else:
+        value = getattr(history, name, default)
+    return default if value is None else value
+
+
+def history_figure(history: Any, axes: Optional[Sequence] = None):
     """Loss components per epoch, the learning rate, and the probe ARIs.
 
     Args:
-      history: a ``Model.history``.
+      history: a ``Model.history`` (a dict with ``loss``, ``lr``, ``ari``, ``early_stop``, or an
+        object with those attributes).
+      axes: three matplotlib Axes to draw into; a new figure when None.
 
     Returns:
-      A ``matplotlib.figure.Figure`` with three panels.
+      The ``matplotlib.figure.Figure`` holding the three panels. The ARI panel says so when no
+      ARI probe ran (``sj.fit(..., ari_every=k)`` records one every k epochs).
     """
     plt = _pyplot()
-    loss = history["loss"]
-    epochs = range(1, len(loss["total"]) + 1)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    loss = history_field(history, "loss", {})
+    total = list(history_field(loss, "total", []))
+    epochs = range(1, len(total) + 1)
+    if axes is None:
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), layout="constrained")
+    else:
+        axes = list(np.ravel(axes))
+        if len(axes) != 3:
+            raise ValueError(f"ax must hold 3 Axes (loss, learning rate, ARI), got {len(axes)}.")
+        fig = axes[0].figure
     ax = axes[0]
     for name, label in (("rec", "reconstruction"), ("gre", "graph fusion"), ("mim", "mutual information")):
-        ax.plot(epochs, loss[name], label=label)
-    ax.plot(epochs, loss["total"], color="black", lw=1.5, label="total")
-    ax.set_yscale("log")
+        values = list(history_field(loss, name, []))
+        if values:
+            ax.plot(range(1, len(values) + 1), values, label=label)
+    if total:
+        ax.plot(epochs, total, color="black", lw=1.5, label="total")
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
     ax.set_xlabel("epoch")
     ax.set_title("loss")
-    ax.legend(fontsize=8)
-    stop = history.get("early_stop") or {}
-    if stop.get("best_epoch"):
-        ax.axvline(stop["best_epoch"], color="grey", ls="--", lw=0.8)
-    axes[1].plot(epochs, history["lr"])
-    axes[1].set_yscale("log")
+    stop = history_field(history, "early_stop", {})
+    best = history_field(stop, "best_epoch")
+    if best:
+        ax.axvline(best, color="grey", ls="--", lw=0.8)
+    lr = list(history_field(history, "lr", []))
+    if lr:
+        axes[1].plot(range(1, len(lr) + 1), lr)
+        axes[1].set_yscale("log")
     axes[1].set_xlabel("epoch")
     axes[1].set_title("learning rate")
-    if history["ari"]:
-        e, v = zip(*history["ari"])
+    ari = list(history_field(history, "ari", []))
+    if ari:
+        e, v = zip(*ari)
         axes[2].plot(e, v, marker="o")
-    axes[2].set_ylim(-0.05, 1.05)
-    axes[2].set_xlabel("epoch")
+        axes[2].set_ylim(-0.05, 1.05)
+        axes[2].set_xlabel("epoch")
+    else:
+        axes[2].text(0.5, 0.5, "no ARI probe ran:\npass ari_every=k to sj.fit\nto record one every k epochs",
+                     ha="center", va="center", transform=axes[2].transAxes, color="dimgrey", fontsize=9)
+        axes[2].set_xticks([])
+        axes[2].set_yticks([])
     axes[2].set_title("ARI vs previous probe")
-    fig.suptitle(f"stopped by {stop.get('stopped_by', '?')} after {stop.get('stopped_epoch', len(epochs))} epochs")
-    fig.tight_layout()
+    stopped_by = history_field(stop, "stopped_by", "?")
+    stopped_epoch = history_field(stop, "stopped_epoch", len(total))
+    fig.suptitle(f"stopped by {stopped_by} after {stopped_epoch} epochs")
     return fig

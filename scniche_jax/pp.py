@@ -1,13 +1,17 @@
 """Preprocessing (REFERENCE §1): neighbourhood composition and neighbourhood expression.
 
-Same arguments and outputs as the reference's ``sn.pp`` functions (``obsm['X_cn']``,
-``obsm['X_cn_norm']``, ``obsm['X_data']``, ``obsm['X_data_nbr']``, ``uns['CN_order']``),
-vectorised with sparse neighbour matrices so that a million cells take minutes.
+Same computation and default outputs as the reference's ``sn.pp`` functions
+(``obsm['X_cn']``, ``obsm['X_cn_norm']``, ``obsm['X_data']``, ``obsm['X_data_nbr']``,
+``uns['CN_order']``), vectorised with sparse neighbour matrices so that a million cells take
+minutes. Scanpy conventions: ``key_added`` names the outputs, ``copy=False`` works in place
+and returns ``None``, ``copy=True`` returns the new AnnData. A ``spatialdata.SpatialData``
+is accepted too (``table_key`` names its table of cells), and squidpy's spatial graph can
+replace the kNN/radius neighbours (``use_graph=``).
 """
 from __future__ import annotations
 
 import logging
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import anndata as ad
 import numpy as np
@@ -17,35 +21,61 @@ from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
 from . import validation as val
+from ._deprecation import renamed_kwargs
+from ._spatialdata import replace_table, resolve_table
 
 log = logging.getLogger(__name__)
 
 __all__ = ["cal_spatial_neighbors", "cal_spatial_exp", "process_multi_slices"]
 
+SQUIDPY_GRAPH = "spatial_connectivities"
 
-def _check_mode(mode: str, k_cutoff, rad_cutoff, n_cells: int, what: str) -> str:
+
+def _check_mode(mode: str, n_neighbors, rad_cutoff, n_cells: int, what: str) -> str:
     if not isinstance(mode, str) or mode.lower() not in ("knn", "radius"):
         raise ValueError(f"mode must be 'KNN' or 'radius', got {mode!r}.")
     mode = mode.lower()
     if mode == "knn":
-        k = val.check_positive_int(k_cutoff, "k_cutoff")
+        k = val.check_positive_int(n_neighbors, "n_neighbors")
         val.check_enough_cells(n_cells, k, what)
     elif rad_cutoff is None or not np.isfinite(rad_cutoff) or rad_cutoff <= 0:
         raise ValueError(f"rad_cutoff must be a positive number in radius mode, got {rad_cutoff!r}.")
     return mode
 
 
-def spatial_neighbour_matrix(coords: np.ndarray, mode: str, k_cutoff: int, rad_cutoff: float,
+def _graph_key(use_graph: Union[None, bool, str]) -> Optional[str]:
+    """``use_graph``: None/False (build neighbours here), True (squidpy's key) or an ``obsp`` key."""
+    if use_graph is None or use_graph is False:
+        return None
+    if use_graph is True:
+        return SQUIDPY_GRAPH
+    if isinstance(use_graph, str):
+        return use_graph
+    raise ValueError(f"use_graph must be None, True or an adata.obsp key, got {use_graph!r}.")
+
+
+def _checked_graph(adata, key: str) -> sp.csr_matrix:
+    val.check_obsp_graph(adata, key)
+    graph = adata.obsp[key]
+    if graph.shape != (adata.n_obs, adata.n_obs):
+        raise ValueError(f"adata.obsp[{key!r}] has shape {graph.shape}, expected ({adata.n_obs}, {adata.n_obs}).")
+    graph = sp.csr_matrix(graph, dtype=np.float32)
+    graph.data = (graph.data != 0).astype(np.float32)  # connectivities may be weighted: keep who, not how much
+    graph.eliminate_zeros()
+    return graph
+
+
+def spatial_neighbour_matrix(coords: np.ndarray, mode: str, n_neighbors: int, rad_cutoff: float,
                              include_self: bool) -> sp.csr_matrix:
     """0/1 sparse matrix whose row i marks cell i's spatial neighbours.
 
-    KNN mode takes the ``k_cutoff + 1`` nearest points (the cell itself included) and, with
+    KNN mode takes the ``n_neighbors + 1`` nearest points (the cell itself included) and, with
     ``include_self=False``, drops the first column as the reference does. Radius mode takes
     every point within ``rad_cutoff``, the cell itself included.
     """
     n = coords.shape[0]
     if mode == "knn":
-        _, idx = NearestNeighbors(n_neighbors=k_cutoff + 1).fit(coords).kneighbors(coords)
+        _, idx = NearestNeighbors(n_neighbors=n_neighbors + 1).fit(coords).kneighbors(coords)
         if not include_self:
             idx = idx[:, 1:]
         rows = np.repeat(np.arange(n), idx.shape[1])
@@ -72,42 +102,77 @@ def _cell_type_codes(adata, celltype_key: str, celltype_order: Optional[Sequence
     return codes.astype(np.int64), order
 
 
-def cal_spatial_neighbors(adata: ad.AnnData, celltype_key: str = "Cell_type",
+def _order_key(key_added: str) -> str:
+    return "CN_order" if key_added == "X_cn" else f"{key_added}_order"
+
+
+def _check_key_added(key_added: Any) -> str:
+    if not isinstance(key_added, str) or not key_added:
+        raise ValueError(f"key_added must be a non-empty string, got {key_added!r}.")
+    return key_added
+
+
+@renamed_kwargs(k_cutoff="n_neighbors")
+def cal_spatial_neighbors(adata: Any, celltype_key: str = "Cell_type",
                           celltype_order: Optional[list] = None, mode: str = "KNN",
-                          rad_cutoff: Optional[float] = 20, k_cutoff: Optional[int] = 20,
-                          verbose: bool = True, copy: bool = False) -> ad.AnnData:
+                          rad_cutoff: Optional[float] = 20, n_neighbors: Optional[int] = 20,
+                          verbose: bool = True, copy: bool = False, key_added: str = "X_cn",
+                          use_graph: Union[None, bool, str] = None, spatial_key: str = "spatial",
+                          table_key: Optional[str] = None) -> Optional[ad.AnnData]:
     """Cellular neighbourhoods: cell-type counts among each cell's spatial neighbours.
 
     Args:
-      adata: cells with ``obsm['spatial']`` and a cell-type column.
+      adata: cells with ``obsm[spatial_key]`` and a cell-type column; or a
+        ``spatialdata.SpatialData`` whose table ``table_key`` holds them.
       celltype_key: ``obs`` column of cell types.
       celltype_order: column order of the composition; sorted types when None.
-      mode: ``'KNN'`` (``k_cutoff + 1`` nearest, the cell included) or ``'radius'``.
+      mode: ``'KNN'`` (``n_neighbors + 1`` nearest, the cell included) or ``'radius'``.
       rad_cutoff: radius in coordinate units (radius mode).
-      k_cutoff: neighbours besides the cell itself (KNN mode).
+      n_neighbors: neighbours besides the cell itself (KNN mode; the reference's ``k_cutoff``,
+        still accepted with a ``DeprecationWarning``).
       verbose: log progress at INFO level.
-      copy: work on and return a copy instead of ``adata``.
+      copy: work on and return a copy; otherwise change ``adata`` in place and return None.
+      key_added: ``obsm`` key of the counts; the fractions go to ``obsm[key_added + '_norm']``
+        and the column order to ``uns['CN_order']`` (``uns[key_added + '_order']`` for a
+        non-default ``key_added``).
+      use_graph: neighbours from a precomputed graph instead of ``mode``: True for squidpy's
+        ``obsp['spatial_connectivities']`` (``squidpy.gr.spatial_neighbors``) or any ``obsp``
+        key; each cell counts itself and its graph neighbours.
+      spatial_key: ``obsm`` key of the coordinates.
+      table_key: the table of a SpatialData (default ``'table'``).
 
     Returns:
-      The AnnData with ``obsm['X_cn']`` (int64 counts), ``obsm['X_cn_norm']`` (row
-      fractions, float64) and ``uns['CN_order']``.
+      None, or with ``copy=True`` a new AnnData (the table of a SpatialData, copied), holding
+      ``obsm[key_added]`` (int64 counts), ``obsm[key_added + '_norm']`` (row fractions, float64)
+      and the column order in ``uns``.
     """
-    coords = val.spatial_coordinates(adata)
-    mode = _check_mode(mode, k_cutoff, rad_cutoff, adata.n_obs, "adata")
+    adata = resolve_table(adata, table_key)
+    key_added = _check_key_added(key_added)
+    graph_key = _graph_key(use_graph)
+    if graph_key is None:
+        coords = val.spatial_coordinates(adata, spatial_key)
+        mode = _check_mode(mode, n_neighbors, rad_cutoff, adata.n_obs, "adata")
+    else:
+        graph = _checked_graph(adata, graph_key)
     codes, order = _cell_type_codes(adata, celltype_key, celltype_order)
     if verbose:
-        log.info("Calculating cellular neighbourhoods (%s) for %d cells", mode, adata.n_obs)
+        log.info("Calculating cellular neighbourhoods (%s) for %d cells", graph_key or mode, adata.n_obs)
     adata = adata.copy() if copy else adata
-    nbrs = spatial_neighbour_matrix(coords, mode, k_cutoff, rad_cutoff, include_self=True)
+    if graph_key is None:
+        nbrs = spatial_neighbour_matrix(coords, mode, n_neighbors, rad_cutoff, include_self=True)
+    else:
+        nbrs = graph.tolil()
+        nbrs.setdiag(1.0)
+        nbrs = nbrs.tocsr()
     one_hot = sp.csr_matrix((np.ones(codes.size), (np.arange(codes.size), codes)),
                             shape=(codes.size, len(order)))
     counts = np.asarray((nbrs.astype(np.float64) @ one_hot).todense()).round().astype(np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
         norm = counts / counts.sum(axis=1, keepdims=True)
-    adata.uns["CN_order"] = order
-    adata.obsm["X_cn"] = counts
-    adata.obsm["X_cn_norm"] = norm
-    return adata
+    adata.uns[_order_key(key_added)] = order
+    adata.obsm[key_added] = counts
+    adata.obsm[f"{key_added}_norm"] = norm
+    return adata if copy else None
 
 
 def _expression(adata, layer_key: Optional[str]) -> np.ndarray:
@@ -121,30 +186,48 @@ def _expression(adata, layer_key: Optional[str]) -> np.ndarray:
                      f"nor in adata.layers ({sorted(adata.layers.keys())}); pass an existing key or None for adata.X.")
 
 
-def cal_spatial_exp(adata: ad.AnnData, layer_key: Optional[str] = None, is_pca: bool = False,
+@renamed_kwargs(k_cutoff="n_neighbors", random_state="seed")
+def cal_spatial_exp(adata: Any, layer_key: Optional[str] = None, is_pca: bool = False,
                     n_comps: int = 50, mode: str = "KNN", rad_cutoff: Optional[float] = 20,
-                    k_cutoff: Optional[int] = 20, verbose: bool = True, random_state: int = 0,
-                    copy: bool = False) -> ad.AnnData:
+                    n_neighbors: Optional[int] = 20, verbose: bool = True, seed: int = 0,
+                    copy: bool = False, key_added: str = "X_data", use_graph: Union[None, bool, str] = None,
+                    spatial_key: str = "spatial", table_key: Optional[str] = None) -> Optional[ad.AnnData]:
     """Each cell's expression and the mean expression of its spatial neighbours.
 
     Args:
-      adata: cells with ``obsm['spatial']``.
+      adata: cells with ``obsm[spatial_key]``; or a ``spatialdata.SpatialData`` (its table
+        ``table_key``).
       layer_key: expression source: ``obsm[layer_key]`` (as the reference) or
         ``layers[layer_key]``; ``adata.X`` when None.
       is_pca: reduce each of the two matrices with its own PCA.
       n_comps: PCA components.
-      mode, rad_cutoff, k_cutoff: as in :func:`cal_spatial_neighbors`; KNN mode averages the
-        ``k_cutoff`` nearest other cells, radius mode every cell within the radius (itself
-        included).
+      mode, rad_cutoff, n_neighbors: as in :func:`cal_spatial_neighbors`; KNN mode averages the
+        ``n_neighbors`` nearest other cells, radius mode every cell within the radius (itself
+        included). ``k_cutoff`` is the deprecated name of ``n_neighbors``.
       verbose: log progress at INFO level.
-      random_state: seed of PCA's randomized solver (the reference used numpy's global seed).
-      copy: work on and return a copy instead of ``adata``.
+      seed: seed of PCA's randomized solver (the reference used numpy's global seed;
+        ``random_state`` is the deprecated name).
+      copy: work on and return a copy; otherwise change ``adata`` in place and return None.
+      key_added: ``obsm`` key of the expression; the neighbours' mean goes to
+        ``obsm[key_added + '_nbr']``.
+      use_graph: average over the neighbours of a precomputed graph (True for squidpy's
+        ``obsp['spatial_connectivities']``, or an ``obsp`` key) instead of ``mode``; a cell
+        without graph neighbours keeps its own expression.
+      spatial_key: ``obsm`` key of the coordinates.
+      table_key: the table of a SpatialData (default ``'table'``).
 
     Returns:
-      The AnnData with ``obsm['X_data']`` and ``obsm['X_data_nbr']``.
+      None, or with ``copy=True`` a new AnnData, holding ``obsm[key_added]`` and
+      ``obsm[key_added + '_nbr']``.
     """
-    coords = val.spatial_coordinates(adata)
-    mode = _check_mode(mode, k_cutoff, rad_cutoff, adata.n_obs, "adata")
+    adata = resolve_table(adata, table_key)
+    key_added = _check_key_added(key_added)
+    graph_key = _graph_key(use_graph)
+    if graph_key is None:
+        coords = val.spatial_coordinates(adata, spatial_key)
+        mode = _check_mode(mode, n_neighbors, rad_cutoff, adata.n_obs, "adata")
+    else:
+        graph = _checked_graph(adata, graph_key)
     data = _expression(adata, layer_key)
     if is_pca:
         n_comps = val.check_positive_int(n_comps, "n_comps")
@@ -153,42 +236,65 @@ def cal_spatial_exp(adata: ad.AnnData, layer_key: Optional[str] = None, is_pca: 
             raise ValueError(f"n_comps={n_comps} exceeds min(n_cells, n_features) = {limit}; "
                              f"choose n_comps <= {limit}.")
     if verbose:
-        log.info("Calculating neighbourhood expression (%s) for %d cells", mode, adata.n_obs)
+        log.info("Calculating neighbourhood expression (%s) for %d cells", graph_key or mode, adata.n_obs)
     adata = adata.copy() if copy else adata
-    nbrs = spatial_neighbour_matrix(coords, mode, k_cutoff, rad_cutoff, include_self=(mode == "radius"))
+    if graph_key is None:
+        nbrs = spatial_neighbour_matrix(coords, mode, n_neighbors, rad_cutoff, include_self=(mode == "radius"))
+    else:
+        nbrs = graph.tolil()
+        nbrs.setdiag(0.0)
+        nbrs = nbrs.tocsr()
+        nbrs.eliminate_zeros()
+        lonely = np.asarray(nbrs.sum(axis=1)).ravel() == 0
+        if lonely.any():
+            log.warning("%d cells have no neighbours in adata.obsp[%r]; they keep their own expression",
+                        int(lonely.sum()), graph_key)
+            nbrs = (nbrs + sp.diags(lonely.astype(np.float32))).tocsr()
     counts = np.asarray(nbrs.sum(axis=1)).ravel()
     weights = sp.diags(1.0 / counts) @ nbrs
     data_nbr = np.asarray(weights.astype(data.dtype) @ data, dtype=data.dtype)
     if is_pca:
-        data = PCA(n_components=n_comps, random_state=random_state).fit_transform(data)
-        data_nbr = PCA(n_components=n_comps, random_state=random_state).fit_transform(data_nbr)
-    adata.obsm["X_data"] = data
-    adata.obsm["X_data_nbr"] = data_nbr
-    return adata
+        data = PCA(n_components=n_comps, random_state=seed).fit_transform(data)
+        data_nbr = PCA(n_components=n_comps, random_state=seed).fit_transform(data_nbr)
+    adata.obsm[key_added] = data
+    adata.obsm[f"{key_added}_nbr"] = data_nbr
+    return adata if copy else None
 
 
-def process_multi_slices(adata: ad.AnnData, celltype_key: str = "Cell_type", sample_key: str = "Sample",
+@renamed_kwargs(k_cutoff="n_neighbors", random_state="seed")
+def process_multi_slices(adata: Any, celltype_key: str = "Cell_type", sample_key: str = "Sample",
                          mode: str = "KNN", rad_cutoff: Optional[float] = 20,
-                         k_cutoff: Optional[int] = 20, layer_key: Optional[str] = None,
+                         n_neighbors: Optional[int] = 20, layer_key: Optional[str] = None,
                          is_pca: bool = False, n_comps: int = 50, verbose: bool = True,
-                         random_state: int = 0) -> ad.AnnData:
+                         seed: int = 0, use_graph: Union[None, bool, str] = None,
+                         spatial_key: str = "spatial", table_key: Optional[str] = None) -> ad.AnnData:
     """Both preprocessing steps per slice with one shared, sorted cell-type order.
 
     Args:
-      adata: cells of several slices; ``obs[sample_key]`` names each cell's slice.
-      celltype_key, mode, rad_cutoff, k_cutoff, layer_key, is_pca, n_comps, random_state:
-        as in :func:`cal_spatial_neighbors` and :func:`cal_spatial_exp` (PCA runs per slice,
-        like the reference).
+      adata: cells of several slices; ``obs[sample_key]`` names each cell's slice. Or a
+        ``spatialdata.SpatialData`` (its table ``table_key``).
+      celltype_key, mode, rad_cutoff, n_neighbors, layer_key, is_pca, n_comps, seed, use_graph,
+        spatial_key: as in :func:`cal_spatial_neighbors` and :func:`cal_spatial_exp` (PCA runs
+        per slice, like the reference; a ``use_graph`` graph is cut per slice).
+        ``k_cutoff`` and ``random_state`` are the deprecated names of ``n_neighbors`` and ``seed``.
       sample_key: ``obs`` column of slice ids.
       verbose: log progress at INFO level.
+      table_key: the table of a SpatialData (default ``'table'``).
 
     Returns:
       A new AnnData, the slices concatenated in sorted slice order (as the reference), with
-      NaNs in ``X_cn*`` replaced by 0. ``adata`` itself is not modified.
+      NaNs in ``X_cn*`` replaced by 0 (the default output names). ``adata`` itself is not
+      modified; for a SpatialData the new AnnData also replaces ``sdata.tables[table_key]``.
     """
+    source = adata
+    adata = resolve_table(adata, table_key)
     val.check_obs_key(adata, sample_key, "sample column")
     val.check_obs_key(adata, celltype_key, "cell-type column")
-    val.spatial_coordinates(adata)
+    graph_key = _graph_key(use_graph)
+    if graph_key is None:
+        val.spatial_coordinates(adata, spatial_key)
+    else:
+        _checked_graph(adata, graph_key)
     val.check_unique_obs_names(adata)
     order = sorted(pd.unique(adata.obs[celltype_key].astype(object)))
     samples = sorted(pd.unique(adata.obs[sample_key].astype(object)))
@@ -196,17 +302,20 @@ def process_multi_slices(adata: ad.AnnData, celltype_key: str = "Cell_type", sam
     for sample in samples:
         mask = (adata.obs[sample_key].astype(object) == sample).to_numpy()
         what = f"slice {sample!r}"
-        if isinstance(mode, str) and mode.lower() == "knn":
-            val.check_enough_cells(int(mask.sum()), val.check_positive_int(k_cutoff, "k_cutoff"), what)
+        if graph_key is None and isinstance(mode, str) and mode.lower() == "knn":
+            val.check_enough_cells(int(mask.sum()), val.check_positive_int(n_neighbors, "n_neighbors"), what)
         parts.append(adata[mask].copy())
     for part, sample in zip(parts, samples):
         if verbose:
             log.info("Processing slice %s (%d cells)", sample, part.n_obs)
-        cal_spatial_neighbors(part, celltype_key, order, mode, rad_cutoff, k_cutoff, verbose=False)
-        cal_spatial_exp(part, layer_key, is_pca, n_comps, mode, rad_cutoff, k_cutoff,
-                        verbose=False, random_state=random_state)
+        common = dict(mode=mode, rad_cutoff=rad_cutoff, n_neighbors=n_neighbors, verbose=False,
+                      use_graph=use_graph, spatial_key=spatial_key)
+        cal_spatial_neighbors(part, celltype_key, order, **common)
+        cal_spatial_exp(part, layer_key, is_pca, n_comps, seed=seed, **common)
     out = ad.concat(parts, merge="same")
     out.obsm["X_cn"] = np.nan_to_num(out.obsm["X_cn"])
     out.obsm["X_cn_norm"] = np.nan_to_num(out.obsm["X_cn_norm"])
     out.uns["CN_order"] = order
+    if source is not adata:
+        replace_table(source, table_key, out)
     return out

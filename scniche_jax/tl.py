@@ -1,90 +1,122 @@
-"""Tools on a trained embedding (the AnnData edge of clustering)."""
+"""Tools on a trained embedding (clustering into niches) and the analyses that follow.
+
+Scanpy conventions: ``key_added`` names what is written, ``copy=False`` works in place and
+returns ``None``, ``copy=True`` returns the new AnnData; functions that compute a table
+return it as a tidy ``pandas.DataFrame`` and also store it in ``adata.uns[key_added]``. A
+``spatialdata.SpatialData`` is accepted wherever an AnnData is (``table_key`` names its table).
+"""
 from __future__ import annotations
 
 import logging
+from typing import Any, Optional
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 
 from . import validation as val
+from ._deprecation import renamed_kwargs
+from ._spatialdata import resolve_table
+from .analysis import (average_expression, composition, differential_abundance, enrichment, niche_adjacency,
+                       niche_markers)
 from .clustering import kmeans_labels, leiden_labels, stability_scores
 
 log = logging.getLogger(__name__)
 
-__all__ = ["clustering", "cluster_stability"]
+__all__ = ["clustering", "cluster_stability", "enrichment", "niche_adjacency", "composition",
+           "average_expression", "niche_markers", "differential_abundance"]
 
 
-def clustering(adata: ad.AnnData, target_k: int | None = None, method: str = "kmeans",
-               resolution: float = 0.5, n_neighbor: int = 20, use_rep: str = "X_scniche",
-               add_key: str = "scNiche", random_state: int = 123, n_init: int = 10,
-               copy: bool = False) -> ad.AnnData:
+@renamed_kwargs(target_k="n_niches", n_neighbor="n_neighbors", add_key="key_added", random_state="seed")
+def clustering(adata: Any, n_niches: Optional[int] = None, method: str = "kmeans",
+               resolution: float = 0.5, n_neighbors: int = 20, use_rep: str = "X_scniche",
+               key_added: str = "scNiche", seed: int = 123, n_init: int = 10,
+               copy: bool = False, table_key: Optional[str] = None) -> Optional[ad.AnnData]:
     """Clusters the embedding into niches, labelled ``Niche<i>`` (REFERENCE §7).
 
     Args:
-      adata: cells with ``obsm[use_rep]``.
-      target_k: number of niches (KMeans).
-      method: ``'kmeans'`` (scikit-learn, ``random_state=123``, ``n_init=10`` like the
-        reference on scikit-learn 1.3) or ``'leiden'`` (needs the ``leiden`` extra).
-      resolution, n_neighbor: Leiden resolution and neighbour count.
+      adata: cells with ``obsm[use_rep]``; or a ``spatialdata.SpatialData`` (its table
+        ``table_key``, default ``'table'``).
+      n_niches: number of niches (KMeans; the reference's ``target_k``, still accepted with a
+        ``DeprecationWarning``).
+      method: ``'kmeans'`` (scikit-learn, ``seed=123``, ``n_init=10`` like the reference on
+        scikit-learn 1.3) or ``'leiden'`` (needs the ``leiden`` extra).
+      resolution, n_neighbors: Leiden resolution and neighbour count (``n_neighbor`` is the
+        deprecated name).
       use_rep: ``obsm`` key of the embedding.
-      add_key: ``obs`` column written.
-      random_state, n_init: KMeans seed and restarts.
-      copy: work on and return a copy.
+      key_added: ``obs`` column written (``add_key`` is the deprecated name).
+      seed, n_init: KMeans seed (``random_state`` is the deprecated name) and restarts.
+      copy: work on and return a copy; otherwise change ``adata`` in place and return None.
 
     Returns:
-      The AnnData with ``obs[add_key]``, an ordered categorical.
+      None, or with ``copy=True`` a new AnnData; either way ``obs[key_added]`` is an ordered
+      categorical of niche labels.
     """
+    adata = resolve_table(adata, table_key)
     if not isinstance(method, str) or method.lower() not in ("kmeans", "leiden"):
         raise ValueError(f"method must be 'kmeans' or 'leiden', got {method!r}.")
     method = method.lower()
+    if not isinstance(key_added, str) or not key_added:
+        raise ValueError(f"key_added must be a non-empty string, got {key_added!r}.")
     val.check_obsm_key(adata, use_rep, "Run scniche_jax.fit(adata) first or pass use_rep=...")
     x = val.dense_float_matrix(adata.obsm[use_rep], f"adata.obsm[{use_rep!r}]", adata.n_obs)
     if method == "kmeans":
-        if target_k is None:
-            raise ValueError("method='kmeans' needs target_k, the number of niches.")
-        target_k = val.check_positive_int(target_k, "target_k")
-        if target_k > adata.n_obs:
-            raise ValueError(f"target_k={target_k} exceeds the {adata.n_obs} cells; choose target_k <= {adata.n_obs}.")
-        labels = kmeans_labels(x, target_k, random_state, n_init)
+        if n_niches is None:
+            raise ValueError("method='kmeans' needs n_niches (formerly target_k), the number of niches.")
+        n_niches = val.check_positive_int(n_niches, "n_niches")
+        if n_niches > adata.n_obs:
+            raise ValueError(f"n_niches={n_niches} exceeds the {adata.n_obs} cells; choose n_niches <= {adata.n_obs}.")
+        labels = kmeans_labels(x, n_niches, seed, n_init)
     else:
-        labels = leiden_labels(x, resolution, n_neighbor)
+        n_neighbors = val.check_positive_int(n_neighbors, "n_neighbors")
+        labels = leiden_labels(x, resolution, n_neighbors)
     order = sorted(set(labels.tolist()))
     categories = [f"Niche{i}" for i in order]
     adata = adata.copy() if copy else adata
-    adata.obs[add_key] = pd.Categorical([f"Niche{i}" for i in labels], categories=categories, ordered=True)
-    return adata
+    adata.obs[key_added] = pd.Categorical([f"Niche{i}" for i in labels], categories=categories, ordered=True)
+    return adata if copy else None
 
 
-def cluster_stability(adata: ad.AnnData, n_clusters: tuple[int, int] = (2, 12), use_rep: str = "X_scniche",
-                      max_runs: int = 10, convergence_tol: float = 1e-2, random_state: int = 0,
-                      n_init: int = 10) -> int:
+@renamed_kwargs(n_clusters="n_niches", random_state="seed")
+def cluster_stability(adata: Any, n_niches: tuple[int, int] = (2, 12), use_rep: str = "X_scniche",
+                      max_runs: int = 10, convergence_tol: float = 1e-2, seed: int = 0,
+                      n_init: int = 10, key_added: Optional[str] = None, table_key: Optional[str] = None) -> int:
     """Chooses the number of niches by the stability of KMeans across neighbouring k.
 
     Args:
-      adata: cells with ``obsm[use_rep]``.
-      n_clusters: smallest and largest k to consider (inclusive).
+      adata: cells with ``obsm[use_rep]``; or a ``spatialdata.SpatialData`` (its table
+        ``table_key``).
+      n_niches: smallest and largest number of niches to consider, inclusive (the reference's
+        ``n_clusters``, still accepted with a ``DeprecationWarning``).
       use_rep: ``obsm`` key of the embedding.
       max_runs: most KMeans repetitions (a new seed each); at least 2.
       convergence_tol: stop once the mean stabilities change by less than this.
-      random_state: seed of the first run.
+      seed: seed of the first run (``random_state`` is the deprecated name).
       n_init: KMeans restarts per fit (10, like the reference on scikit-learn 1.3).
+      key_added: None writes the reference's ``uns['best_k']`` and ``uns['robustness_df']``
+        (columns ``K``, ``Stability``); a name writes both as
+        ``uns[key_added] = {'best_k': ..., 'robustness_df': ...}`` instead.
 
     Returns:
-      The most stable k. Also writes ``adata.uns['best_k']`` and ``adata.uns['robustness_df']``
-      (columns ``K``, ``Stability``), the reference's names.
+      The most stable number of niches.
     """
+    adata = resolve_table(adata, table_key)
     val.check_obsm_key(adata, use_rep, "Run scniche_jax.fit(adata) first or pass use_rep=...")
     x = val.dense_float_matrix(adata.obsm[use_rep], f"adata.obsm[{use_rep!r}]", adata.n_obs)
-    if (not isinstance(n_clusters, (tuple, list)) or len(n_clusters) != 2
-            or not all(isinstance(k, (int, np.integer)) for k in n_clusters) or not 2 <= n_clusters[0] <= n_clusters[1]):
-        raise ValueError(f"n_clusters must be (smallest k, largest k) with 2 <= smallest <= largest, got {n_clusters!r}.")
-    if n_clusters[1] + 1 > adata.n_obs:
-        raise ValueError(f"n_clusters={tuple(n_clusters)} needs at least {n_clusters[1] + 1} cells, got {adata.n_obs}.")
+    if (not isinstance(n_niches, (tuple, list)) or len(n_niches) != 2
+            or not all(isinstance(k, (int, np.integer)) for k in n_niches) or not 2 <= n_niches[0] <= n_niches[1]):
+        raise ValueError(f"n_niches must be (smallest k, largest k) with 2 <= smallest <= largest, got {n_niches!r}.")
+    if n_niches[1] + 1 > adata.n_obs:
+        raise ValueError(f"n_niches={tuple(n_niches)} needs at least {n_niches[1] + 1} cells, got {adata.n_obs}.")
+    if key_added is not None and (not isinstance(key_added, str) or not key_added):
+        raise ValueError(f"key_added must be None or a non-empty string, got {key_added!r}.")
     val.check_positive_int(max_runs, "max_runs", minimum=2)
-    scores, best_k, runs = stability_scores(x, tuple(n_clusters), max_runs, convergence_tol, random_state, n_init)
+    scores, best_k, runs = stability_scores(x, tuple(n_niches), max_runs, convergence_tol, seed, n_init)
     log.info("cluster_stability: best k = %d after %d runs", best_k, runs)
-    adata.uns["best_k"] = best_k
-    adata.uns["robustness_df"] = pd.DataFrame([(k, v) for k, vals in scores.items() for v in vals],
-                                              columns=["K", "Stability"])
+    table = pd.DataFrame([(k, v) for k, vals in scores.items() for v in vals], columns=["K", "Stability"])
+    if key_added is None:
+        adata.uns["best_k"] = best_k
+        adata.uns["robustness_df"] = table
+    else:
+        adata.uns[key_added] = {"best_k": best_k, "robustness_df": table}
     return best_k

@@ -91,3 +91,60 @@ def check_unique_obs_names(adata) -> None:
     if not adata.obs_names.is_unique:
         dup = adata.obs_names[adata.obs_names.duplicated()][:5].tolist()
         raise ValueError(f"adata.obs_names are not unique (e.g. {dup}); call adata.obs_names_make_unique().")
+
+
+def check_categorical(adata, key: str, what: str = "niche column") -> None:
+    """``obs[key]`` must exist, be categorical and have no missing labels (as scanpy's ``groupby``)."""
+    import pandas as pd
+
+    check_obs_key(adata, key, what)
+    col = adata.obs[key]
+    if not isinstance(col.dtype, pd.CategoricalDtype):
+        raise ValueError(
+            f"adata.obs[{key!r}] ({what}) is not categorical (dtype {col.dtype}); convert it first: "
+            f"adata.obs[{key!r}] = adata.obs[{key!r}].astype('category').")
+    check_no_missing(adata, key, what)
+
+
+def check_labels(adata, key: str, what: str = "column") -> None:
+    """``obs[key]`` must exist and hold discrete labels (categorical, strings, integers or booleans), none missing."""
+    import pandas as pd
+
+    check_obs_key(adata, key, what)
+    col = adata.obs[key]
+    if not (isinstance(col.dtype, pd.CategoricalDtype) or col.dtype == object or pd.api.types.is_string_dtype(col)
+            or pd.api.types.is_integer_dtype(col) or pd.api.types.is_bool_dtype(col)):
+        raise ValueError(
+            f"adata.obs[{key!r}] ({what}) holds {col.dtype} values, not labels; pass a categorical column "
+            f"(e.g. adata.obs[{key!r}].astype('category') if the values are ids).")
+    check_no_missing(adata, key, what)
+
+
+def check_no_missing(adata, key: str, what: str = "column") -> None:
+    missing = int(adata.obs[key].isna().sum())
+    if missing:
+        raise ValueError(f"adata.obs[{key!r}] ({what}) has {missing} missing labels; label or drop those cells "
+                         f"(e.g. adata = adata[adata.obs[{key!r}].notna()].copy()).")
+
+
+def check_obsp_graph(adata, key: str) -> None:
+    """``obsp[key]`` must exist (e.g. squidpy's ``spatial_connectivities``)."""
+    if key not in adata.obsp:
+        raise ValueError(
+            f"adata.obsp has no {key!r}; available obsp keys: {_listing(adata.obsp.keys())}. "
+            "Run squidpy.gr.spatial_neighbors(adata) first (it writes 'spatial_connectivities'), "
+            "or pass use_graph=None to build the neighbours here.")
+
+
+def check_genes(adata, genes, what: str = "genes") -> list:
+    """Every entry of ``genes`` must be in ``adata.var_names``; returns them as a list."""
+    if isinstance(genes, str):
+        genes = [genes]
+    genes = list(genes)
+    if not genes:
+        raise ValueError(f"{what} is empty; pass at least one gene or None for all genes.")
+    missing = [g for g in genes if g not in adata.var_names]
+    if missing:
+        raise ValueError(f"{len(missing)} of the {what} are not in adata.var_names: {missing[:10]}; "
+                         f"check their spelling (adata.var_names starts {list(adata.var_names[:5])}).")
+    return genes

@@ -26,7 +26,7 @@ def die():
 
 
 def main(mode: str, out: Path) -> None:
-    adata = synthetic_views(200, n_niches=3, n_cell_types=5, n_genes=15, seed=0, k_cutoff=10, n_comps=6)
+    adata = synthetic_views(200, n_niches=3, n_cell_types=5, n_genes=15, seed=0, n_neighbors=10, n_comps=6)
     if mode == "save":
         model = sj.Model(n_neighbors=10, seed=1)
         model.train(adata, epochs=3, **TRAIN)

@@ -48,7 +48,7 @@ def max_rel(a, b):
 def main():
     devices = jax.devices()
     assert len(devices) == 4, devices
-    adata = synthetic_views(800, n_niches=4, n_cell_types=6, n_genes=20, seed=0, k_cutoff=10, n_comps=8)
+    adata = synthetic_views(800, n_niches=4, n_cell_types=6, n_genes=20, seed=0, n_neighbors=10, n_comps=8)
     views = ("X_cn_norm", "X_data", "X_data_nbr")
     features = read_views(adata, views)
     batches = reference_batch_indices(adata.n_obs, 8)

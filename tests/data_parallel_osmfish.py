@@ -17,8 +17,8 @@ import scniche_jax as sj
 def prepared_osmfish():
     adata = sj.datasets.osmfish()
     adata.X = np.log1p(adata.X / adata.X.sum(axis=1, keepdims=True) * 1e4).astype(np.float32)
-    sj.pp.cal_spatial_neighbors(adata, "Cell_type", k_cutoff=20, verbose=False)
-    sj.pp.cal_spatial_exp(adata, is_pca=True, n_comps=20, k_cutoff=20, verbose=False)
+    sj.pp.cal_spatial_neighbors(adata, "Cell_type", n_neighbors=20, verbose=False)
+    sj.pp.cal_spatial_exp(adata, is_pca=True, n_comps=20, n_neighbors=20, verbose=False)
     return adata
 
 

@@ -39,7 +39,7 @@ def merfish_subset(tmp_path_factory):
 def test_fit_embed_cluster_end_to_end(merfish_subset, tmp_path):
     out = tmp_path / "run"
     fit = _cli("fit", merfish_subset, "--out", out, "--sample-key", "slice", "--epochs", 4, "--n-niches", 5,
-               "--quiet", "--k-cutoff", 10, "--batch-num", "auto", "--cells-per-batch", 400)
+               "--quiet", "--n-neighbors", 10, "--batch-num", "auto", "--cells-per-batch", 400)
     assert fit.returncode == 0, fit.stderr
     summary = json.loads(fit.stdout.strip().splitlines()[-1])
     assert summary["cells"] == 800 and summary["epochs_run"] == 4 and sum(summary["niches"].values()) == 800
@@ -49,7 +49,7 @@ def test_fit_embed_cluster_end_to_end(merfish_subset, tmp_path):
     assert results.obsm["X_scniche"].shape == (800, 10) and "scNiche" in results.obs
 
     embedded = tmp_path / "embedded.h5ad"
-    emb = _cli("embed", out, merfish_subset, "--out", embedded, "--sample-key", "slice", "--k-cutoff", 10)
+    emb = _cli("embed", out, merfish_subset, "--out", embedded, "--sample-key", "slice", "--n-neighbors", 10)
     assert emb.returncode == 0, emb.stderr
     assert ad.read_h5ad(embedded).obsm["X_scniche"].shape == (800, 10)
 

@@ -24,7 +24,7 @@ def _run_child(mode: str, out: Path) -> subprocess.CompletedProcess:
 
 
 def _data():
-    return synthetic_views(200, n_niches=3, n_cell_types=5, n_genes=15, seed=0, k_cutoff=10, n_comps=6)
+    return synthetic_views(200, n_niches=3, n_cell_types=5, n_genes=15, seed=0, n_neighbors=10, n_comps=6)
 
 
 def test_killed_during_model_save_keeps_the_previous_save(tmp_path):

@@ -27,3 +27,25 @@ def test_main_job_runs(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["cells"] == 4839 and 0 <= summary["ari_vs_regions"] <= 1
+
+
+def test_analysis_notebook_executes(monkeypatch):
+    """examples/analysis.ipynb (MERFISH, two slices) runs top to bottom in a real kernel."""
+    import pytest
+
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    data = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "merfish_hypothalamus_2slices.h5ad"
+    if not data.exists():
+        pytest.skip("../shared/data/merfish_hypothalamus_2slices.h5ad is not here")
+    notebook = nbformat.read(EXAMPLES / "analysis.ipynb", as_version=4)
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend shows the figures
+    nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(EXAMPLES)}}).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 6
+    last = notebook.cells[-1].outputs[0]["data"]["text/plain"]
+    for name in ("composition", "differential_abundance", "enrichment", "niche_adjacency", "niche_markers"):
+        assert name in last

@@ -9,7 +9,7 @@ from conftest import synthetic_views
 
 @pytest.fixture(scope="module")
 def small():
-    return synthetic_views(300, n_niches=4, n_cell_types=6, n_genes=20, seed=0, k_cutoff=10, n_comps=8)
+    return synthetic_views(300, n_niches=4, n_cell_types=6, n_genes=20, seed=0, n_neighbors=10, n_comps=8)
 
 
 def test_fit_full_graph_writes_only_the_embedding(small):
@@ -98,11 +98,11 @@ def test_bad_input_raises_before_work_and_leaves_adata_untouched(small, mutate, 
 
 def test_deprecated_k_graph_still_works_and_warns(small):
     a, b = small.copy(), small.copy()
-    with pytest.warns(DeprecationWarning, match="k_graph= is deprecated; use n_neighbors="):
+    with pytest.warns(DeprecationWarning, match="k_graph= is deprecated and will be removed; use n_neighbors="):
         sj.fit(a, epochs=2, k_graph=10, progress=False)
     sj.fit(b, epochs=2, n_neighbors=10, progress=False)
     np.testing.assert_array_equal(a.obsm["X_scniche"], b.obsm["X_scniche"])
-    with pytest.raises(TypeError, match="not both"):
+    with pytest.raises(TypeError, match="got both 'k_graph'"):
         sj.fit(small.copy(), epochs=1, k_graph=10, n_neighbors=12, progress=False)
     with pytest.raises(TypeError, match="unexpected keyword"):
         sj.fit(small.copy(), epochs=1, n_neighbours=10, progress=False)
@@ -123,7 +123,7 @@ def test_clustering_labels(small):
     assert list(cat.cat.categories) == [f"Niche{i}" for i in range(4)] and cat.cat.ordered
     with pytest.raises(ValueError, match="no 'X_other'"):
         sj.tl.clustering(a, 4, use_rep="X_other")
-    with pytest.raises(ValueError, match="target_k"):
+    with pytest.raises(ValueError, match="n_niches"):
         sj.tl.clustering(a, None)
     with pytest.raises(ValueError, match="method"):
         sj.tl.clustering(a, 4, method="dbscan")

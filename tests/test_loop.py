@@ -11,7 +11,7 @@ from scniche_jax import parallel as placement_module
 
 @pytest.fixture(scope="module")
 def small():
-    return synthetic_views(240, n_niches=3, n_cell_types=5, n_genes=15, seed=1, k_cutoff=10, n_comps=6)
+    return synthetic_views(240, n_niches=3, n_cell_types=5, n_genes=15, seed=1, n_neighbors=10, n_comps=6)
 
 
 def _fit(a, **kw):

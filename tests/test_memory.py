@@ -54,7 +54,7 @@ def test_peak_memory_per_batch_matches_the_formula(n, block, dims, precision, hi
 
 
 def test_expected_shapes_bound_the_real_ones():
-    adata = synthetic_views(600, n_niches=4, n_cell_types=6, n_genes=20, seed=0, k_cutoff=10, n_comps=8)
+    adata = synthetic_views(600, n_niches=4, n_cell_types=6, n_genes=20, seed=0, n_neighbors=10, n_comps=8)
     from scniche_jax.model import read_views
     from scniche_jax.networks import GraphFusionNetwork
     views = ("X_cn_norm", "X_data", "X_data_nbr")
@@ -68,7 +68,7 @@ def test_expected_shapes_bound_the_real_ones():
 
 @pytest.fixture(scope="module")
 def cells():
-    return synthetic_views(2000, n_niches=4, n_cell_types=6, n_genes=20, seed=1, k_cutoff=10, n_comps=8)
+    return synthetic_views(2000, n_niches=4, n_cell_types=6, n_genes=20, seed=1, n_neighbors=10, n_comps=8)
 
 
 def test_a_run_that_does_not_fit_is_refused_with_a_batch_num_that_fits(cells):

@@ -16,7 +16,7 @@ EXACT = dict(progress=False, precision="fp32", restore_best=False, lr_patience=N
 
 @pytest.fixture(scope="module")
 def small():
-    return synthetic_views(240, n_niches=3, n_cell_types=5, n_genes=15, seed=2, k_cutoff=10, n_comps=6)
+    return synthetic_views(240, n_niches=3, n_cell_types=5, n_genes=15, seed=2, n_neighbors=10, n_comps=6)
 
 
 def _max_abs(a, b):
@@ -93,6 +93,8 @@ def test_lifecycle_errors_name_the_fix(small):
         sj.Model(variant="better")
     with pytest.raises(TypeError, match="unexpected keyword"):
         sj.Model(epochs=3)
+    with pytest.warns(DeprecationWarning, match="k_graph= is deprecated"):
+        assert sj.Model(k_graph=12).config.n_neighbors == 12
 
 
 def test_two_runs_with_one_seed_are_bit_identical(small):

@@ -21,7 +21,7 @@ KEYS_JSON = Path(__file__).resolve().parents[1] / "parity" / "fixtures" / "refer
 @pytest.fixture(scope="module")
 def n256():
     """256 cells with views of widths 10, 20, 20, like the reference fixture."""
-    return synthetic_views(256, n_niches=5, n_cell_types=10, n_genes=30, seed=0, k_cutoff=20, n_comps=20)
+    return synthetic_views(256, n_niches=5, n_cell_types=10, n_genes=30, seed=0, n_neighbors=20, n_comps=20)
 
 
 @pytest.fixture(scope="module")
@@ -236,8 +236,8 @@ def test_resume_equals_an_uninterrupted_run(n256, tmp_path):
 def test_embed_new_data(trained):
     model, a = trained
     bigger = synthetic(600, n_niches=5, n_cell_types=10, n_genes=30, seed=3)
-    sj.pp.cal_spatial_neighbors(bigger, "Cell_type", k_cutoff=20, verbose=False)
-    sj.pp.cal_spatial_exp(bigger, is_pca=True, n_comps=20, k_cutoff=20, verbose=False)
+    sj.pp.cal_spatial_neighbors(bigger, "Cell_type", n_neighbors=20, verbose=False)
+    sj.pp.cal_spatial_exp(bigger, is_pca=True, n_comps=20, n_neighbors=20, verbose=False)
     z = model.embed(bigger)
     assert z.shape == (600, 10) and np.all(np.isfinite(z))
     assert "X_scniche" not in bigger.obsm

@@ -16,7 +16,7 @@ from scniche_jax.step import StepSettings, init_state, loss_fn
 
 @pytest.fixture(scope="module")
 def cells():
-    return synthetic_views(300, n_niches=4, n_cell_types=6, n_genes=20, seed=3, k_cutoff=10, n_comps=8)
+    return synthetic_views(300, n_niches=4, n_cell_types=6, n_genes=20, seed=3, n_neighbors=10, n_comps=8)
 
 
 def test_plan_is_the_reference_split(cells):

@@ -27,7 +27,7 @@ def _loop_neighbours(coords, k):
 def test_neighbourhood_composition_matches_a_cell_loop(n, n_types, k, seed):
     k = min(k, n - 1)
     a = _adata(n, n_types, seed)
-    pp.cal_spatial_neighbors(a, "Cell_type", k_cutoff=k, verbose=False)
+    pp.cal_spatial_neighbors(a, "Cell_type", n_neighbors=k, verbose=False)
     idx = _loop_neighbours(a.obsm["spatial"], k)
     order = a.uns["CN_order"]
     assert order == sorted(a.obs["Cell_type"].unique())
@@ -45,7 +45,7 @@ def test_neighbourhood_composition_matches_a_cell_loop(n, n_types, k, seed):
 def test_neighbourhood_expression_matches_a_cell_loop(n, k, seed):
     k = min(k, n - 1)
     a = _adata(n, 3, seed)
-    pp.cal_spatial_exp(a, k_cutoff=k, verbose=False)
+    pp.cal_spatial_exp(a, n_neighbors=k, verbose=False)
     idx = _loop_neighbours(a.obsm["spatial"], k)[:, 1:]
     expected = np.stack([a.X[idx[i]].mean(0) for i in range(n)])
     np.testing.assert_allclose(a.obsm["X_data_nbr"], expected, rtol=1e-5, atol=1e-6)
@@ -73,7 +73,7 @@ def test_multi_slices_share_order_and_leave_input_untouched():
     a = _adata(80, 4, 3)
     a.obs.loc[a.obs["Sample"] == "s0", "Cell_type"] = "t0"  # slice s0 lacks the other types
     before = a.copy()
-    out = pp.process_multi_slices(a, "Cell_type", "Sample", k_cutoff=5, verbose=False)
+    out = pp.process_multi_slices(a, "Cell_type", "Sample", n_neighbors=5, verbose=False)
     assert out.uns["CN_order"] == sorted(a.obs["Cell_type"].unique())
     assert list(out.obs["Sample"].unique()) == ["s0", "s1"]
     assert out.obsm["X_cn"].shape == (80, len(out.uns["CN_order"]))
@@ -100,9 +100,9 @@ def test_bad_input_to_neighbours(mutate, match):
 def test_too_few_cells_for_k():
     a = _adata(10, 3, 0)
     with pytest.raises(ValueError, match="fewer than k \\+ 1"):
-        pp.cal_spatial_neighbors(a, "Cell_type", k_cutoff=20, verbose=False)
+        pp.cal_spatial_neighbors(a, "Cell_type", n_neighbors=20, verbose=False)
     with pytest.raises(ValueError, match="fewer than k \\+ 1"):
-        pp.cal_spatial_exp(a, k_cutoff=20, verbose=False)
+        pp.cal_spatial_exp(a, n_neighbors=20, verbose=False)
     assert "X_cn" not in a.obsm and "X_data" not in a.obsm
 
 
@@ -118,9 +118,9 @@ def test_sparse_and_integer_expression_is_accepted():
     a = _adata(40, 3, 0)
     dense = a.X.copy()
     a.X = sp.csr_matrix(dense.astype(np.int64))
-    pp.cal_spatial_exp(a, k_cutoff=5, verbose=False)
+    pp.cal_spatial_exp(a, n_neighbors=5, verbose=False)
     b = _adata(40, 3, 0)
-    pp.cal_spatial_exp(b, k_cutoff=5, verbose=False)
+    pp.cal_spatial_exp(b, n_neighbors=5, verbose=False)
     np.testing.assert_allclose(a.obsm["X_data_nbr"], b.obsm["X_data_nbr"], rtol=1e-6)
 
 
@@ -128,11 +128,92 @@ def test_multi_slices_refuse_duplicate_names_and_tiny_slices():
     a = _adata(60, 3, 0)
     a.obs_names = ["x"] * 60
     with pytest.raises(ValueError, match="obs_names_make_unique"):
-        pp.process_multi_slices(a, "Cell_type", "Sample", k_cutoff=5, verbose=False)
+        pp.process_multi_slices(a, "Cell_type", "Sample", n_neighbors=5, verbose=False)
     b = _adata(60, 3, 0)
     b.obs["Sample"] = "s0"
     b.obs.iloc[:3, b.obs.columns.get_loc("Sample")] = "tiny"
     with pytest.raises(ValueError, match="slice 'tiny' has 3 cells"):
-        pp.process_multi_slices(b, "Cell_type", "Sample", k_cutoff=5, verbose=False)
+        pp.process_multi_slices(b, "Cell_type", "Sample", n_neighbors=5, verbose=False)
     with pytest.raises(ValueError, match="no sample column 'batch'.*available"):
-        pp.process_multi_slices(b, "Cell_type", "batch", k_cutoff=5, verbose=False)
+        pp.process_multi_slices(b, "Cell_type", "batch", n_neighbors=5, verbose=False)
+
+
+# ----------------------------------------------------------------- scanpy conventions (issue 11)
+
+def test_copy_false_returns_none_and_copy_true_a_new_anndata():
+    a = _adata(40, 3, 0)
+    assert pp.cal_spatial_neighbors(a, "Cell_type", n_neighbors=5, verbose=False) is None
+    assert "X_cn" in a.obsm
+    b = _adata(40, 3, 0)
+    out = pp.cal_spatial_exp(b, n_neighbors=5, verbose=False, copy=True)
+    assert isinstance(out, ad.AnnData) and out is not b
+    assert "X_data_nbr" in out.obsm and "X_data_nbr" not in b.obsm
+    out = pp.cal_spatial_neighbors(b, "Cell_type", n_neighbors=5, verbose=False, copy=True)
+    assert "X_cn" in out.obsm and "X_cn" not in b.obsm
+
+
+def test_key_added_names_the_outputs():
+    a = _adata(40, 3, 0)
+    pp.cal_spatial_neighbors(a, "Cell_type", n_neighbors=5, verbose=False, key_added="nbhd")
+    assert {"nbhd", "nbhd_norm"} <= set(a.obsm) and "X_cn" not in a.obsm
+    assert a.uns["nbhd_order"] == sorted(a.obs["Cell_type"].unique()) and "CN_order" not in a.uns
+    pp.cal_spatial_exp(a, n_neighbors=5, verbose=False, key_added="expr")
+    assert {"expr", "expr_nbr"} <= set(a.obsm) and "X_data" not in a.obsm
+
+
+def test_old_names_warn_and_give_the_same_result():
+    a, b = _adata(40, 3, 0), _adata(40, 3, 0)
+    with pytest.warns(DeprecationWarning, match="k_cutoff= is deprecated.*n_neighbors="):
+        pp.cal_spatial_neighbors(a, "Cell_type", k_cutoff=7, verbose=False)
+    pp.cal_spatial_neighbors(b, "Cell_type", n_neighbors=7, verbose=False)
+    np.testing.assert_array_equal(a.obsm["X_cn"], b.obsm["X_cn"])
+    assert np.all(a.obsm["X_cn"].sum(1) == 8)
+    with pytest.warns(DeprecationWarning) as record:
+        pp.cal_spatial_exp(a, is_pca=True, n_comps=3, k_cutoff=7, random_state=3, verbose=False)
+    messages = " ".join(str(w.message) for w in record)
+    assert "k_cutoff= is deprecated" in messages and "random_state= is deprecated and will be removed; use seed=" in messages
+    pp.cal_spatial_exp(b, is_pca=True, n_comps=3, n_neighbors=7, seed=3, verbose=False)
+    np.testing.assert_array_equal(a.obsm["X_data_nbr"], b.obsm["X_data_nbr"])
+    with pytest.warns(DeprecationWarning):
+        out = pp.process_multi_slices(_adata(80, 3, 1), "Cell_type", "Sample", k_cutoff=5, verbose=False)
+    assert np.all(out.obsm["X_cn"].sum(1) == 6)
+    with pytest.raises(TypeError, match="both 'k_cutoff'.*and 'n_neighbors'"):
+        pp.cal_spatial_neighbors(a, "Cell_type", k_cutoff=5, n_neighbors=5, verbose=False)
+
+
+def test_use_graph_reads_squidpy_connectivities():
+    import scipy.sparse as sp
+    from sklearn.neighbors import NearestNeighbors
+
+    a = _adata(50, 3, 2)
+    # what squidpy.gr.spatial_neighbors writes: a symmetric 0/1 (here kNN) graph without self-loops
+    knn = NearestNeighbors(n_neighbors=5).fit(a.obsm["spatial"]).kneighbors_graph(a.obsm["spatial"])
+    knn.setdiag(0)
+    graph = ((knn + knn.T) > 0).astype(np.float32)
+    a.obsp["spatial_connectivities"] = sp.csr_matrix(graph)
+    pp.cal_spatial_neighbors(a, "Cell_type", use_graph=True, verbose=False)
+    pp.cal_spatial_exp(a, use_graph="spatial_connectivities", verbose=False)
+    dense = graph.toarray()
+    labels = a.obs["Cell_type"].to_numpy()
+    for i in range(a.n_obs):
+        members = np.flatnonzero(dense[i])
+        expected = [np.sum(labels[np.r_[i, members]] == t) for t in a.uns["CN_order"]]
+        assert a.obsm["X_cn"][i].tolist() == expected
+        np.testing.assert_allclose(a.obsm["X_data_nbr"][i], a.X[members].mean(0), rtol=1e-5)
+    b = _adata(50, 3, 2)
+    with pytest.raises(ValueError, match="no 'spatial_connectivities'.*squidpy.gr.spatial_neighbors"):
+        pp.cal_spatial_neighbors(b, "Cell_type", use_graph=True, verbose=False)
+    assert "X_cn" not in b.obsm
+
+
+def test_old_names_from_inside_the_package_do_not_warn():
+    import warnings
+
+    a = _adata(30, 3, 0)
+    code = "pp.cal_spatial_neighbors(a, 'Cell_type', k_cutoff=4, verbose=False)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exec(code, {"__name__": "scniche_jax.cli", "pp": pp, "a": a})  # e.g. the command line, not yet renamed
+    assert np.all(a.obsm["X_cn"].sum(1) == 5)
+    with pytest.warns(DeprecationWarning):
+        exec(code, {"__name__": "user_script", "pp": pp, "a": a})
