@@ -10,6 +10,7 @@ import jax
 
 from . import persistence
 from ._deprecation import renamed_kwargs
+from ._spatialdata import resolve_table
 from .config import ModelConfig
 from .model import Model
 
@@ -28,7 +29,8 @@ def fit(adata: ad.AnnData, *, views: Optional[Sequence[str]] = None,
         gre_semantics: str = "gpu", variant: str = "reference", block_size: int = 1024,
         key_added: str = "X_scniche", checkpoint_dir: Optional[str] = None, checkpoint_every: int = 10,
         resume: bool = False, devices: Optional[Sequence[jax.Device]] = None,
-        memory_limit: Optional[float] = None, cells_per_batch: Optional[int] = None) -> Model:
+        memory_limit: Optional[float] = None, cells_per_batch: Optional[int] = None,
+        table_key: Optional[str] = None) -> Model:
     """Trains scNiche on ``adata`` and writes the embedding to ``adata.obsm[key_added]``.
 
     The same as ``model = Model(...); model.train(adata, ...)`` followed by the embedding;
@@ -37,7 +39,9 @@ def fit(adata: ad.AnnData, *, views: Optional[Sequence[str]] = None,
     or :class:`~scniche_jax.config.BatchConfig`, documented there and in :class:`Model`.
 
     Args:
-      adata: cells with the view matrices in ``obsm`` (see :mod:`scniche_jax.pp`).
+      adata: cells with the view matrices in ``obsm`` (see :mod:`scniche_jax.pp`), or a
+        ``spatialdata.SpatialData`` whose table ``table_key`` holds them (the embedding is
+        written into that table).
       views, hidden_size_v, hidden_size, n_neighbors, mik, dropout, deterministic_embedding,
         gre_semantics, variant, seed: the model (:class:`Model`). ``k_graph`` is the deprecated
         name of ``n_neighbors``.
@@ -49,11 +53,13 @@ def fit(adata: ad.AnnData, *, views: Optional[Sequence[str]] = None,
       checkpoint_dir: save training checkpoints here (the newest three kept).
       resume: continue from the newest checkpoint in ``checkpoint_dir`` (same data and model
         settings; stopping options may change); it reaches the state of an uninterrupted run.
+      table_key: the table of a SpatialData (default ``'table'``).
 
     Returns:
       The trained :class:`Model`; its ``history`` holds losses, LRs, ARIs and why training
       stopped. Nothing but ``adata.obsm[key_added]`` is written, also after Ctrl-C.
     """
+    adata = resolve_table(adata, table_key)
     if not isinstance(key_added, str) or not key_added:
         raise ValueError(f"key_added must be a non-empty string, got {key_added!r}.")
     model_options = dict(views=views, hidden_size_v=hidden_size_v, hidden_size=hidden_size, n_neighbors=n_neighbors,

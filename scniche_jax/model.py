@@ -21,6 +21,7 @@ import numpy as np
 from . import persistence
 from . import validation as val
 from ._deprecation import renamed_kwargs
+from ._spatialdata import resolve_table
 from .batching import batch_size_of, cells_from_batches
 from .config import BatchConfig, DataShape, ModelConfig, OptimizerConfig, StoppingConfig
 from .history import History
@@ -155,7 +156,7 @@ class Model:
               batch_num: Optional[int | str] = None, cells_per_batch: Optional[int] = None,
               precision: str = "bf16", block_size: int = 1024, memory_limit: Optional[float] = None,
               devices: Optional[Sequence[jax.Device]] = None, checkpoint_dir: Optional[PathLike] = None,
-              checkpoint_every: int = 10, progress: bool = True) -> None:
+              checkpoint_every: int = 10, progress: bool = True, table_key: Optional[str] = None) -> None:
         """Trains for up to ``epochs`` more epochs; a second call continues where this one stopped.
 
         Continuing is exact: ``train(epochs=10)`` twice gives the parameters of
@@ -164,7 +165,8 @@ class Model:
         which restarts it at the new ``lr``. Loss patience counts across calls.
 
         Args:
-          adata: cells with the views in ``obsm`` (see :mod:`scniche_jax.pp`); not modified.
+          adata: cells with the views in ``obsm`` (see :mod:`scniche_jax.pp`), or a SpatialData
+            whose table ``table_key`` holds them; not modified.
           epochs: most epochs of this call.
           lr, lr_patience, lr_factor, min_lr: Adam's learning rate and the plateau schedule
             (see :class:`~scniche_jax.config.OptimizerConfig`).
@@ -180,8 +182,9 @@ class Model:
             ``train`` resumes.
           checkpoint_every: epochs between checkpoints.
           progress: show progress bars.
+          table_key: the table of a SpatialData (default ``'table'``).
         """
-        self._train(adata, epochs=epochs, lr=lr, lr_patience=lr_patience, lr_factor=lr_factor, min_lr=min_lr,
+        self._train(resolve_table(adata, table_key), epochs=epochs, lr=lr, lr_patience=lr_patience, lr_factor=lr_factor, min_lr=min_lr,
                     patience=patience, min_delta=min_delta, restore_best=restore_best, ari_every=ari_every,
                     ari_k=ari_k, ari_stop_threshold=ari_stop_threshold, ari_stop_patience=ari_stop_patience,
                     batch_num=batch_num, cells_per_batch=cells_per_batch, precision=precision,
@@ -277,7 +280,7 @@ class Model:
 
     # --- embedding ------------------------------------------------------------------------
 
-    def embed(self, adata: ad.AnnData, *, seed: Optional[int] = None) -> np.ndarray:
+    def embed(self, adata: ad.AnnData, *, seed: Optional[int] = None, table_key: Optional[str] = None) -> np.ndarray:
         """The embedding of ``adata``'s cells (n_obs × latent_dim), computed anew.
 
         The view graphs are built from ``adata``'s views. An AnnData of the training size is
@@ -287,10 +290,12 @@ class Model:
         Args:
           adata: cells with the same views (same ``obsm`` keys and widths) as the model's.
           seed: with ``deterministic_embedding=False``, the dropout seed.
+          table_key: the table of a SpatialData (default ``'table'``).
 
         Returns:
           float32 array in ``adata.obs_names`` order; ``adata`` is not modified.
         """
+        adata = resolve_table(adata, table_key)
         if not self.is_trained:
             raise ValueError("this model is not trained yet; call model.train(adata) first.")
         val.check_unique_obs_names(adata)

@@ -48,6 +48,20 @@ def test_pp_and_tl_write_into_the_spatialdata_table():
     assert ax is not None
 
 
+def test_fit_and_embed_take_a_spatialdata():
+    sdata = _sdata(seed=2)
+    sj.pp.cal_spatial_neighbors(sdata, "Cell_type", n_neighbors=8, verbose=False, table_key="cells_table")
+    sj.pp.cal_spatial_exp(sdata, n_neighbors=8, verbose=False, table_key="cells_table")
+    model = sj.fit(sdata, n_neighbors=8, epochs=2, progress=False, table_key="cells_table")
+    table = sdata.tables["cells_table"]
+    assert table.obsm["X_scniche"].shape == (240, 10)
+    np.testing.assert_allclose(model.embed(sdata, table_key="cells_table"), table.obsm["X_scniche"], atol=1e-6)
+    model.train(sdata, epochs=1, progress=False, table_key="cells_table")
+    assert model.history.epochs_run == 3
+    with pytest.raises(ValueError, match="no table 'table'"):
+        sj.fit(sdata, epochs=1, progress=False)
+
+
 def test_multi_slice_preprocessing_replaces_the_table():
     sdata = _sdata(seed=1)
     out = sj.pp.process_multi_slices(sdata, "Cell_type", "slice", n_neighbors=5, verbose=False,
