@@ -86,14 +86,20 @@ def cmd_fit(args) -> dict:
                    seed=args.seed, progress=not args.quiet, precision=args.precision,
                    cells_per_batch=args.cells_per_batch, devices=jax.devices() if args.all_devices else None)
     seconds = time.perf_counter() - start
-    if args.n_niches:
-        sj.tl.clustering(adata, n_niches=args.n_niches)
+    n_niches, chosen = args.n_niches, None
+    if n_niches is None and not args.no_cluster:  # pick K by the stability of KMeans over K
+        n_niches = chosen = sj.tl.cluster_stability(adata, n_niches=tuple(args.n_niches_range), key_added="stability")
+        del adata.uns["stability"]  # the results file keeps the niches, not the search
+    if n_niches:
+        sj.tl.clustering(adata, n_niches=n_niches)
     model.save(out, adata=adata, overwrite=args.overwrite)
     stop = model.history.early_stop
     summary = {"command": "fit", "cells": adata.n_obs, "out": str(out.resolve()), "epochs_run": stop.stopped_epoch,
                "stopped_by": stop.stopped_by, "final_loss": model.history.loss["total"][-1],
                "fit_seconds": round(seconds, 2), "batch_size": model.data_shape.batch_size}
-    if args.n_niches:
+    if chosen is not None:
+        summary["n_niches_chosen"] = int(chosen)
+    if n_niches:
         summary["niches"] = {str(k): int(v) for k, v in adata.obs["scNiche"].value_counts().sort_index().items()}
     return summary
 
@@ -161,7 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--patience", type=int, default=None, help="stop when the loss stalls this many epochs")
     f.add_argument("--ari-every", type=int, default=None, help="probe the niches' ARI every N epochs")
     f.add_argument("--ari-stop-threshold", type=float, default=0.95, help="with --ari-every: stop at this ARI")
-    f.add_argument("--n-niches", type=int, default=None, help="cluster into this many niches (KMeans)")
+    f.add_argument("--n-niches", type=int, default=None,
+                   help="cluster into this many niches (KMeans); without it the most stable number is chosen")
+    f.add_argument("--n-niches-range", type=int, nargs=2, default=[2, 12], metavar=("MIN", "MAX"),
+                   help="range searched when --n-niches is not given (default 2 12)")
+    f.add_argument("--no-cluster", action="store_true", help="train and save only, no niches")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
     f.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -93,3 +93,14 @@ def test_help_answers_without_loading_jax():
     seconds, jax_loaded, numpy_loaded = done.stderr.split()
     assert jax_loaded == "False" and numpy_loaded == "False"
     assert "usage: scniche-jax" in done.stdout and wall < 2.0, wall
+
+
+def test_fit_without_n_niches_chooses_them_by_stability(merfish_subset, tmp_path):
+    out = tmp_path / "auto"
+    fit = _cli("fit", merfish_subset, "--out", out, "--sample-key", "slice", "--epochs", 2, "--quiet",
+               "--n-neighbors", 10, "--n-niches-range", 3, 6)
+    assert fit.returncode == 0, fit.stderr
+    summary = json.loads(fit.stdout.strip().splitlines()[-1])
+    assert 3 <= summary["n_niches_chosen"] <= 6 and len(summary["niches"]) == summary["n_niches_chosen"]
+    results = ad.read_h5ad(out / "adata.h5ad")
+    assert results.obs["scNiche"].nunique() == summary["n_niches_chosen"] and not results.uns

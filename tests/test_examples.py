@@ -26,7 +26,9 @@ def test_main_job_runs(tmp_path):
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary["cells"] == 4839 and 0 <= summary["ari_vs_regions"] <= 1
+    # 3 epochs, seed 0: measured 0.254 against the 11 regions (a random labelling scores ~0)
+    assert summary["cells"] == 4839 and summary["ari_vs_regions"] > 0.2
+    assert len(summary["plots"]) == 3
 
 
 def test_analysis_notebook_executes(monkeypatch):

@@ -31,7 +31,7 @@ def test_fit_is_reproducible_for_a_seed(small):
     a, b = small.copy(), small.copy()
     sj.fit(a, epochs=3, n_neighbors=10, progress=False, seed=3)
     sj.fit(b, epochs=3, n_neighbors=10, progress=False, seed=3)
-    np.testing.assert_array_equal(a.obsm["X_scniche"], b.obsm["X_scniche"])
+    assert a.obsm["X_scniche"].tobytes() == b.obsm["X_scniche"].tobytes()  # bit-identical on CPU
 
 
 def test_fit_batch_mode(small):

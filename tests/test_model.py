@@ -97,16 +97,6 @@ def test_lifecycle_errors_name_the_fix(small):
         assert sj.Model(k_graph=12).config.n_neighbors == 12
 
 
-def test_two_runs_with_one_seed_are_bit_identical(small):
-    a, b = small.copy(), small.copy()
-    sj.fit(a, n_neighbors=10, epochs=3, batch_num=2, progress=False, seed=9)
-    sj.fit(b, n_neighbors=10, epochs=3, batch_num=2, progress=False, seed=9)
-    assert a.obsm["X_scniche"].tobytes() == b.obsm["X_scniche"].tobytes()
-    c = small.copy()
-    sj.fit(c, n_neighbors=10, epochs=3, batch_num=2, progress=False, seed=10)
-    assert not np.array_equal(a.obsm["X_scniche"], c.obsm["X_scniche"])
-
-
 def test_repr_and_history(small):
     model = sj.Model(n_neighbors=10)
     assert "not trained" in repr(model) and model.history.epochs_run == 0
