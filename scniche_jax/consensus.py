@@ -323,7 +323,7 @@ def fused_matrix(gfn_params, adjacency_sum: sp.csr_matrix, block: int = 1024, me
         results = []
         for s in range(0, n, screen_block):
             rows = order[s:s + screen_block]
-            width = max(-(-int(counts[rows].max()) // 32) * 32, 32)
+            width = min(max(-(-int(counts[rows].max()) // 32) * 32, 32), idx.shape[1])
             b_idx = np.zeros((screen_block, width), np.int32)
             b_val = np.zeros((screen_block, width), np.float32)
             b_idx[: rows.size], b_val[: rows.size] = idx[rows, :width], val[rows, :width]

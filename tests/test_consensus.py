@@ -95,3 +95,16 @@ def test_screen_proves_large_graphs_without_reference_blocks(monkeypatch):
     assert calls == []
     monkeypatch.undo()
     assert_same(got, fused_matrix_reference(gfn, view_adjacency_sum(views)))
+
+
+@pytest.mark.parametrize("row_nnz", [17, 40, 70])
+def test_screen_on_rows_of_any_length(row_nnz):
+    """Any sparse S with small integer entries (rows of 17–70 nonzeros: padded widths 32–80)."""
+    n = 260
+    rng = np.random.default_rng(row_nnz)
+    rows = np.repeat(np.arange(n), row_nnz)
+    cols = np.concatenate([rng.choice(n, row_nnz, replace=False) for _ in range(n)])
+    keep = rows != 3  # an empty row
+    S = sp.csr_matrix((rng.integers(1, 4, keep.sum()).astype(np.float32), (rows[keep], cols[keep])), shape=(n, n))
+    gfn = gfn_params(n, row_nnz, 3.0)
+    assert_same(fused_matrix(gfn, S, block=100, method="screen", screen_block=96), fused_matrix_reference(gfn, S, 100))
