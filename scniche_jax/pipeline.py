@@ -16,7 +16,7 @@ import jraph
 import numpy as np
 
 from .batching import auto_batch_num, fixed_size_batches, reference_batch_indices
-from .consensus import Consensus, build_consensus
+from .consensus import Consensus, PreparedGfn, build_consensus
 from .graphs import ViewGraph, build_view_graph, graphs_tuple, neighbour_lists, pos_weight
 from .progress import progress_bar
 
@@ -93,6 +93,7 @@ def build_host_batches(features: Sequence[np.ndarray], batches: Sequence[np.ndar
         return [build_view_graph(f[idx], n_neighbors, mik) for f in features]
 
     workers = min(len(batches), os.cpu_count() or 1)
+    gfn_params = PreparedGfn.of(gfn_params)  # once for all batches
     with ThreadPoolExecutor(max_workers=workers) as pool:
         graphs_per_batch = pool.map(view_graphs, batches)
         per_batch = [(graphs, build_consensus(gfn_params, graphs, gre_semantics, block_size))
