@@ -421,6 +421,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default="out/niche_quality")
     parser.add_argument("--rerun", action="store_true", help="rerun runs already in results.json")
     parser.add_argument("--list", action="store_true", help="print the available methods and exit")
+    parser.add_argument("--merge", nargs="*", default=[], help="add the runs of these results.json files (or their "
+                        "folders) to --out, rewrite the tables and exit")
     args = parser.parse_args(argv)
 
     methods = all_methods()
@@ -439,6 +441,16 @@ def main(argv=None) -> dict:
     if (out / "results.json").exists():
         runs = json.loads((out / "results.json").read_text())["runs"]
     meta = machine_note()
+    if args.merge:
+        for other in args.merge:
+            p = Path(other)
+            p = p / "results.json" if p.is_dir() else p
+            for r in json.loads(p.read_text())["runs"]:
+                key = ("set", "method", "seed", "subset", "epochs")
+                runs = [x for x in runs if any(x.get(k) != r.get(k) for k in key)] + [r]
+        write_outputs(out, runs, meta)
+        print(json.dumps({"out": str(out), "runs": len(runs)}))
+        return {"runs": runs, "summary": summarise(runs)}
     subset = {"max_cells": args.max_cells, "subsample": args.subsample}
     for path in find_sets(args.sets):
         data = load_set(path, args.max_cells, args.subsample)
