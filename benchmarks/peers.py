@@ -20,7 +20,8 @@ def _expression_adata(ctx):
     out = ad.AnnData(np.asarray(a.obsm["X_data"], np.float32), obs=a.obs[[]].copy())
     out.obsm["spatial"] = np.asarray(a.obsm["spatial"], np.float64)[:, :2]
     if ctx.data.sample_key is not None:
-        out.obs["sample"] = a.obs[ctx.data.sample_key].astype(str).astype("category").to_numpy()
+        import pandas as pd
+        out.obs["sample"] = pd.Categorical(a.obs[ctx.data.sample_key].astype(str).to_numpy())
     return out
 
 

@@ -16,10 +16,13 @@ so that ``fit`` can wire them in without touching the reference path:
 2. :func:`majority_consensus` (instead of the frozen GFN's ``build_consensus``): the
    consensus graph keeps the edges that at least ``consensus_votes`` of the V view graphs
    share, plus one self-loop per node: never empty, whatever the graph size.
-3. :func:`smooth_embedding` (after the embedding, before ``tl.clustering``): replaces each
+3. :func:`readout` (after the embedding): the standardised embedding side by side with the
+   standardised composition view (``concat_composition``, equal total variance), and, with
+   ``ensemble > 1``, several shorter-trained models side by side.
+4. :func:`smooth_embedding` (after the readout, before ``tl.clustering``): replaces each
    cell's embedding ``smooth_steps`` times by the mean over its ``smooth_k`` nearest
    spatial neighbours (itself included, within its slice).
-4. ``deterministic_embedding=True`` (already a ``fit`` option): no dropout when embedding.
+5. ``deterministic_embedding=True`` (already a ``fit`` option): no dropout when embedding.
 
 Every piece is its own option; :data:`ABLATIONS` names the one-piece-off variants that
 ``benchmarks/niche_quality.py`` reports.
@@ -35,7 +38,7 @@ import scipy.sparse as sp
 from sklearn.neighbors import NearestNeighbors
 
 __all__ = ["ImprovedOptions", "ABLATIONS", "slice_groups", "spatial_mean_operator", "standardise_per_slice",
-           "multiscale_composition", "improved_views", "majority_consensus", "smooth_embedding",
+           "multiscale_composition", "improved_views", "majority_consensus", "readout", "smooth_embedding",
            "infer_celltype_key"]
 
 
@@ -54,6 +57,11 @@ class ImprovedOptions:
       smooth_k: spatial neighbours (itself included) of the embedding smoothing.
       smooth_steps: smoothing passes; 0 turns smoothing off.
       deterministic_embedding: embed with dropout off.
+      concat_composition: > 0 appends the standardised composition view, with this weight,
+        to the standardised embedding before smoothing (:func:`readout`).
+      ensemble: train this many models (seeds ``seed, seed+1, …``), each with
+        ``epochs // ensemble`` epochs (same total cost), and concatenate their standardised
+        embeddings (:func:`readout`).
     """
 
     scales: tuple[int, ...] = (10, 20, 50)
@@ -64,12 +72,16 @@ class ImprovedOptions:
     smooth_k: int = 20
     smooth_steps: int = 2
     deterministic_embedding: bool = True
+    concat_composition: float = 1.0
+    ensemble: int = 1
 
     def __post_init__(self):
         if any(int(k) < 1 for k in self.scales):
             raise ValueError(f"scales must be positive neighbourhood sizes, got {self.scales!r}.")
         if self.consensus not in ("majority", "gfn"):
             raise ValueError(f"consensus must be 'majority' or 'gfn', got {self.consensus!r}.")
+        if self.ensemble < 1 or self.concat_composition < 0:
+            raise ValueError("ensemble must be >= 1 and concat_composition >= 0.")
         if self.consensus_votes < 1 or self.smooth_k < 1 or self.smooth_steps < 0:
             raise ValueError("consensus_votes and smooth_k must be >= 1 and smooth_steps >= 0.")
 
@@ -82,6 +94,8 @@ ABLATIONS: dict[str, ImprovedOptions] = {
     "improved-gfn_consensus": ImprovedOptions(consensus="gfn"),
     "improved-dropout_embedding": ImprovedOptions(deterministic_embedding=False),
     "improved-no_expression_views": ImprovedOptions(expression_views=False),
+    "improved-no_concat_composition": ImprovedOptions(concat_composition=0.0),
+    "improved-ensemble3": ImprovedOptions(ensemble=3),
 }
 
 
@@ -210,6 +224,28 @@ def majority_consensus(view_graphs, votes: int = 2):
     senders = np.concatenate([coo.row.astype(np.int32), loops])
     receivers = np.concatenate([coo.col.astype(np.int32), loops])
     return Consensus(keep, senders, receivers, 0.0)
+
+
+def readout(embeddings: Sequence[np.ndarray], composition: Optional[np.ndarray] = None,
+            weight: float = 0.0) -> np.ndarray:
+    """One representation from one or more embeddings (ensemble members) and the composition view.
+
+    Each member is z-scored per column and scaled to unit total variance, so that members
+    (and the composition view, scaled to ``weight``² total variance) weigh the same whatever
+    their width; they are concatenated. One member and ``weight=0`` returns it unchanged.
+    """
+    if len(embeddings) == 1 and weight == 0:
+        return np.asarray(embeddings[0], np.float32)
+
+    def unit(x):
+        x = np.asarray(x, np.float64)
+        x = (x - x.mean(0)) / np.where(x.std(0) > 1e-8, x.std(0), 1.0)
+        return x / np.sqrt(x.shape[1])
+
+    parts = [unit(z) for z in embeddings]
+    if weight > 0 and composition is not None:
+        parts.append(weight * unit(composition))
+    return np.ascontiguousarray(np.hstack(parts), dtype=np.float32)
 
 
 def smooth_embedding(z: np.ndarray, coords: np.ndarray, groups: np.ndarray, k: int = 20,

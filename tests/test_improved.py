@@ -106,3 +106,13 @@ def test_options_are_checked_and_the_reference_path_is_untouched():
     import scniche_jax.inputs as inputs
     assert inputs.build_consensus is consensus.build_consensus
     assert set(imp.ABLATIONS) >= {"improved", "improved-no_smoothing", "improved-gfn_consensus"}
+
+
+def test_readout_concatenates_unit_variance_parts():
+    rng = np.random.default_rng(4)
+    z1, z2, comp = rng.normal(size=(50, 3)) * 7, rng.normal(size=(50, 10)), rng.uniform(size=(50, 6))
+    np.testing.assert_array_equal(imp.readout([z1]), z1.astype(np.float32))
+    r = imp.readout([z1, z2], comp, weight=0.5)
+    assert r.shape == (50, 19)
+    var = [r[:, :3].var(0).sum(), r[:, 3:13].var(0).sum(), r[:, 13:].var(0).sum()]
+    np.testing.assert_allclose(var, [1.0, 1.0, 0.25], rtol=1e-5)

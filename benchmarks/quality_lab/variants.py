@@ -45,11 +45,15 @@ def run_improved(adata, celltype_key, sample_key, n_niches, seed, epochs, opts: 
     t0 = time.perf_counter()
     epochs_run = 0
     if model:
-        with patched_consensus(opts):
-            m = sj.fit(a, views=list(views), epochs=epochs, seed=seed, progress=False, batch_num=batch_num,
-                       deterministic_embedding=opts.deterministic_embedding, **fit_kwargs)
-        epochs_run = len(m.history["loss"]["total"])
-        z = a.obsm["X_scniche"]
+        members = []
+        for i in range(opts.ensemble):
+            with patched_consensus(opts):
+                m = sj.fit(a, views=list(views), epochs=max(epochs // opts.ensemble, 1), seed=seed + 1000 * i,
+                           progress=False, batch_num=batch_num, deterministic_embedding=opts.deterministic_embedding,
+                           **fit_kwargs)
+            epochs_run += len(m.history["loss"]["total"])
+            members.append(np.array(a.obsm["X_scniche"]))
+        z = imp.readout(members, views["X_ms_comp"], opts.concat_composition)
     else:
         z = np.hstack([v / np.sqrt(v.shape[1]) for v in views.values()])
     fit_s = time.perf_counter() - t0
@@ -64,6 +68,7 @@ def run_improved(adata, celltype_key, sample_key, n_niches, seed, epochs, opts: 
 LAB = {  # exploratory rows (not part of the variant)
     "lab-features_only": (imp.ImprovedOptions(), {"model": False}),
     "lab-features_only_comp": (imp.ImprovedOptions(expression_views=False), {"model": False}),
+    "lab-concat2": (imp.ImprovedOptions(concat_composition=2.0), {}),
     "lab-wide": (imp.ImprovedOptions(), {"hidden_size_v": (32,), "hidden_size": (64, 32)}),
 }
 
