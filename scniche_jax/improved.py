@@ -17,7 +17,8 @@ so that ``fit`` can wire them in without touching the reference path:
    consensus graph keeps the edges that at least ``consensus_votes`` of the V view graphs
    share, plus one self-loop per node: never empty, whatever the graph size.
 3. :func:`readout` (after the embedding): the standardised embedding side by side with the
-   standardised composition view (``concat_composition``, equal total variance), and, with
+   standardised composition view (weight ``concat_composition``, in units of the embedding's
+   total variance), and, with
    ``ensemble > 1``, several shorter-trained models side by side.
 4. :func:`smooth_embedding` (after the readout, before ``tl.clustering``): replaces each
    cell's embedding ``smooth_steps`` times by the mean over its ``smooth_k`` nearest
@@ -62,6 +63,7 @@ class ImprovedOptions:
       ensemble: train this many models (seeds ``seed, seed+1, …``), each with
         ``epochs // ensemble`` epochs (same total cost), and concatenate their standardised
         embeddings (:func:`readout`).
+      slice_readout: z-score the embedding within each slice in the readout.
     """
 
     scales: tuple[int, ...] = (10, 20, 50)
@@ -72,8 +74,9 @@ class ImprovedOptions:
     smooth_k: int = 20
     smooth_steps: int = 2
     deterministic_embedding: bool = True
-    concat_composition: float = 1.0
+    concat_composition: float = 2.0
     ensemble: int = 1
+    slice_readout: bool = False
 
     def __post_init__(self):
         if any(int(k) < 1 for k in self.scales):
@@ -94,7 +97,9 @@ ABLATIONS: dict[str, ImprovedOptions] = {
     "improved-gfn_consensus": ImprovedOptions(consensus="gfn"),
     "improved-dropout_embedding": ImprovedOptions(deterministic_embedding=False),
     "improved-no_expression_views": ImprovedOptions(expression_views=False),
+    "improved-concat1": ImprovedOptions(concat_composition=1.0),
     "improved-no_concat_composition": ImprovedOptions(concat_composition=0.0),
+    "improved-slice_readout": ImprovedOptions(slice_readout=True),
     "improved-ensemble3": ImprovedOptions(ensemble=3),
 }
 
@@ -227,22 +232,27 @@ def majority_consensus(view_graphs, votes: int = 2):
 
 
 def readout(embeddings: Sequence[np.ndarray], composition: Optional[np.ndarray] = None,
-            weight: float = 0.0) -> np.ndarray:
+            weight: float = 0.0, groups: Optional[np.ndarray] = None) -> np.ndarray:
     """One representation from one or more embeddings (ensemble members) and the composition view.
 
     Each member is z-scored per column and scaled to unit total variance, so that members
     (and the composition view, scaled to ``weight``² total variance) weigh the same whatever
-    their width; they are concatenated. One member and ``weight=0`` returns it unchanged.
+    their width; they are concatenated. With ``groups`` (slices) the embeddings are z-scored
+    within each slice (slice-aware readout). One member, ``weight=0`` and no ``groups``
+    returns it unchanged.
     """
-    if len(embeddings) == 1 and weight == 0:
+    if len(embeddings) == 1 and weight == 0 and groups is None:
         return np.asarray(embeddings[0], np.float32)
 
-    def unit(x):
+    def unit(x, per_slice=False):
         x = np.asarray(x, np.float64)
-        x = (x - x.mean(0)) / np.where(x.std(0) > 1e-8, x.std(0), 1.0)
+        if per_slice and groups is not None:
+            x = standardise_per_slice(x, groups)
+        else:
+            x = (x - x.mean(0)) / np.where(x.std(0) > 1e-8, x.std(0), 1.0)
         return x / np.sqrt(x.shape[1])
 
-    parts = [unit(z) for z in embeddings]
+    parts = [unit(z, per_slice=True) for z in embeddings]
     if weight > 0 and composition is not None:
         parts.append(weight * unit(composition))
     return np.ascontiguousarray(np.hstack(parts), dtype=np.float32)

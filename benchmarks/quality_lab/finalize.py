@@ -1,7 +1,8 @@
 """Merges the result folders of the lab runs into benchmarks/results/niche_quality.
 
-Renames: runs made before `concat_composition=1.0` became the default are
-`improved-no_concat_composition`; `improved-concat_composition` runs are `improved`.
+Renames (the default changed during the study): runs named `improved` before the readout
+existed are `improved-no_concat_composition` (weight 0), `improved-concat_composition` runs
+are `improved-concat1` (weight 1), `lab-concat2` runs are `improved` (weight 2, the default).
 Drops the CODEX runs of the abandoned 30k-cell window (the table uses the 12k window).
 """
 import json
@@ -12,14 +13,17 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import niche_quality as nq  # noqa: E402
 
-RENAME = {"improved": "improved-no_concat_composition", "improved-concat_composition": "improved"}
+RENAME = {"improved": "improved-no_concat_composition", "improved-concat_composition": "improved-concat1",
+          "lab-concat2": "improved"}
 out = ROOT / "benchmarks" / "results" / "niche_quality"
+out.mkdir(parents=True, exist_ok=True)
 runs = []
-for folder in sys.argv[1:]:
+for arg in sys.argv[1:]:
+    folder, _, flag = arg.partition(":")  # "folder:keep" = runs made with today's names
     for r in json.loads((Path(folder) / "results.json").read_text())["runs"]:
         if r["set"] == "codex_spleen_3slices" and (r.get("subset") or {}).get("max_cells") != 12000:
             continue
-        if Path(folder) != out:
+        if flag != "keep":
             r["method"] = RENAME.get(r["method"], r["method"])
             if r["method"].startswith("improved") and r["kind"] == "improved" and r["method"] != "improved":
                 r["kind"] = "ablation"

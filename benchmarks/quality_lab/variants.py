@@ -53,7 +53,9 @@ def run_improved(adata, celltype_key, sample_key, n_niches, seed, epochs, opts: 
                            **fit_kwargs)
             epochs_run += len(m.history["loss"]["total"])
             members.append(np.array(a.obsm["X_scniche"]))
-        z = imp.readout(members, views["X_ms_comp"], opts.concat_composition)
+        groups = imp.slice_groups(a.n_obs, None if sample_key is None else a.obs[sample_key])
+        z = imp.readout(members, views["X_ms_comp"], opts.concat_composition,
+                        groups if opts.slice_readout and sample_key is not None else None)
     else:
         z = np.hstack([v / np.sqrt(v.shape[1]) for v in views.values()])
     fit_s = time.perf_counter() - t0
@@ -68,7 +70,6 @@ def run_improved(adata, celltype_key, sample_key, n_niches, seed, epochs, opts: 
 LAB = {  # exploratory rows (not part of the variant)
     "lab-features_only": (imp.ImprovedOptions(), {"model": False}),
     "lab-features_only_comp": (imp.ImprovedOptions(expression_views=False), {"model": False}),
-    "lab-concat2": (imp.ImprovedOptions(concat_composition=2.0), {}),
     "lab-wide": (imp.ImprovedOptions(), {"hidden_size_v": (32,), "hidden_size": (64, 32)}),
 }
 
