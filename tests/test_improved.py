@@ -1,0 +1,118 @@
+"""Components of variant="improved" (scniche_jax.improved), each doing what it says."""
+import numpy as np
+import pytest
+
+import scniche_jax as sj
+from scniche_jax import improved as imp
+from scniche_jax.graphs import build_view_graph
+
+
+@pytest.fixture(scope="module")
+def toy():
+    a = sj.datasets.synthetic(n_cells=400, n_niches=4, n_cell_types=6, n_genes=12, seed=3)
+    a.obs["slice"] = np.where(np.arange(a.n_obs) < 200, "s1", "s2")
+    return sj.pp.process_multi_slices(a, celltype_key="Cell_type", sample_key="slice", verbose=False)
+
+
+def test_spatial_mean_operator_is_a_within_slice_knn_mean():
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(size=(60, 2))
+    groups = np.array(["a"] * 30 + ["b"] * 30, dtype=object)
+    op = imp.spatial_mean_operator(xy, groups, 5).toarray()
+    np.testing.assert_allclose(op.sum(1), 1.0)
+    assert np.all(np.diag(op) == pytest.approx(0.2))          # the cell itself is one of its 5
+    assert np.all((op > 0).sum(1) == 5)
+    assert op[:30, 30:].sum() == 0 and op[30:, :30].sum() == 0  # slices never mix
+
+
+def test_standardise_per_slice_zscores_each_slice_and_keeps_constant_columns_finite():
+    x = np.column_stack([np.r_[np.arange(5.0), 10 + 3 * np.arange(5.0)], np.ones(10)])
+    groups = np.array(["a"] * 5 + ["b"] * 5, dtype=object)
+    z = imp.standardise_per_slice(x, groups)
+    for g in "ab":
+        m = groups == g
+        np.testing.assert_allclose(z[m, 0].mean(), 0, atol=1e-12)
+        np.testing.assert_allclose(z[m, 0].std(), 1)
+    np.testing.assert_array_equal(z[:, 1], 0.0)
+
+
+def test_multiscale_composition_rows_are_fractions_and_scale_one_is_the_cell_type():
+    rng = np.random.default_rng(1)
+    xy = rng.uniform(size=(50, 2))
+    types = rng.choice(["A", "B", "C"], size=50)
+    groups = imp.slice_groups(50)
+    comp = imp.multiscale_composition(xy, types, groups, (1, 10))
+    assert comp.shape == (50, 6)
+    np.testing.assert_allclose(comp[:, :3].sum(1), 1)
+    np.testing.assert_allclose(comp[:, 3:].sum(1), 1)
+    np.testing.assert_array_equal(comp[:, :3].argmax(1), np.searchsorted(["A", "B", "C"], types))
+
+
+def test_improved_views_from_what_pp_stored(toy):
+    assert imp.infer_celltype_key(toy) == "Cell_type"
+    views = imp.improved_views(toy, sample_key="slice")
+    assert set(views) == {"X_ms_comp", "X_data_std", "X_data_nbr_std"}
+    n_types = len(toy.uns["CN_order"])
+    assert views["X_ms_comp"].shape == (toy.n_obs, 3 * n_types)
+    assert all(v.dtype == np.float32 and np.isfinite(v).all() for v in views.values())
+    s1 = (toy.obs["slice"] == "s1").to_numpy()
+    np.testing.assert_allclose(views["X_data_std"][s1].mean(0), 0, atol=1e-5)
+    only = imp.improved_views(toy, "Cell_type", "slice", imp.ImprovedOptions(scales=(), standardise=False,
+                                                                              expression_views=False))
+    np.testing.assert_allclose(only["X_ms_comp"], toy.obsm["X_cn_norm"], rtol=1e-6)
+
+
+def test_majority_consensus_keeps_shared_edges_and_is_never_empty(toy):
+    from scniche_jax.consensus import build_consensus, view_adjacency
+    from scniche_jax.model import GraphFusionNetwork
+    import jax
+    import jax.numpy as jnp
+    feats = imp.improved_views(toy, sample_key="slice")
+    graphs = [build_view_graph(f, 20, 5) for f in feats.values()]
+    cons = imp.majority_consensus(graphs, votes=2)
+    n = toy.n_obs
+    votes = sum(view_adjacency(g) for g in graphs).toarray()
+    kept = cons.fused.toarray()
+    np.testing.assert_array_equal(kept, kept.T)
+    assert np.all(votes[kept > 0] >= 2)
+    off = (votes >= 2) & ~np.eye(n, dtype=bool)
+    np.testing.assert_array_equal(kept > 0, off)
+    loops = cons.senders == cons.receivers
+    assert loops.sum() == n and np.array_equal(np.sort(cons.senders[loops]), np.arange(n))
+    assert (~loops).sum() > 5 * n                       # a real graph: several edges per cell
+    # the reference's frozen GFN on the same graphs (kept as the default, untouched)
+    gfn = GraphFusionNetwork(n).init(jax.random.key(0), jnp.zeros((1, n)))["params"]
+    ref = build_consensus(gfn, graphs)
+    assert ref.loss_gre > 0
+
+
+def test_smooth_embedding(toy):
+    rng = np.random.default_rng(2)
+    z = rng.normal(size=(toy.n_obs, 4))
+    groups = imp.slice_groups(toy.n_obs, toy.obs["slice"])
+    np.testing.assert_allclose(imp.smooth_embedding(z, toy.obsm["spatial"], groups, 10, 0), z, rtol=1e-6)
+    sm = imp.smooth_embedding(z, toy.obsm["spatial"], groups, 10, 2)
+    assert sm.var() < 0.5 * z.var()                     # averaging shrinks noise
+    const = np.ones((toy.n_obs, 2))
+    np.testing.assert_allclose(imp.smooth_embedding(const, toy.obsm["spatial"], groups, 10, 3), 1, rtol=1e-6)
+
+
+def test_options_are_checked_and_the_reference_path_is_untouched():
+    with pytest.raises(ValueError):
+        imp.ImprovedOptions(consensus="threshold")
+    with pytest.raises(ValueError):
+        imp.ImprovedOptions(smooth_steps=-1)
+    import scniche_jax.consensus as consensus
+    import scniche_jax.pipeline as pipeline
+    assert pipeline.build_consensus is consensus.build_consensus
+    assert set(imp.ABLATIONS) >= {"improved", "improved-no_smoothing", "improved-gfn_consensus"}
+
+
+def test_readout_concatenates_unit_variance_parts():
+    rng = np.random.default_rng(4)
+    z1, z2, comp = rng.normal(size=(50, 3)) * 7, rng.normal(size=(50, 10)), rng.uniform(size=(50, 6))
+    np.testing.assert_array_equal(imp.readout([z1]), z1.astype(np.float32))
+    r = imp.readout([z1, z2], comp, weight=0.5)
+    assert r.shape == (50, 19)
+    var = [r[:, :3].var(0).sum(), r[:, 3:13].var(0).sum(), r[:, 13:].var(0).sum()]
+    np.testing.assert_allclose(var, [1.0, 1.0, 0.25], rtol=1e-5)
