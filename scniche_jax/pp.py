@@ -147,6 +147,7 @@ def cal_spatial_neighbors(adata: Any, celltype_key: str = "Cell_type",
       and the column order in ``uns``.
     """
     adata = resolve_table(adata, table_key)
+    val.check_unique_obs_names(adata)
     key_added = _check_key_added(key_added)
     graph_key = _graph_key(use_graph)
     if graph_key is None:
@@ -221,6 +222,7 @@ def cal_spatial_exp(adata: Any, layer_key: Optional[str] = None, is_pca: bool = 
       ``obsm[key_added + '_nbr']``.
     """
     adata = resolve_table(adata, table_key)
+    val.check_unique_obs_names(adata)
     key_added = _check_key_added(key_added)
     graph_key = _graph_key(use_graph)
     if graph_key is None:

@@ -217,3 +217,14 @@ def test_old_names_from_inside_the_package_do_not_warn():
     assert np.all(a.obsm["X_cn"].sum(1) == 5)
     with pytest.warns(DeprecationWarning):
         exec(code, {"__name__": "user_script", "pp": pp, "a": a})
+
+
+def test_duplicate_obs_names_are_refused_before_any_work():
+    a = _adata(40, 3, 0)
+    a.obs_names = ["cell"] * a.n_obs
+    keys = set(a.obsm)
+    for call in (lambda: pp.cal_spatial_neighbors(a, "Cell_type", n_neighbors=5, verbose=False),
+                 lambda: pp.cal_spatial_exp(a, n_neighbors=5, verbose=False)):
+        with pytest.raises(ValueError, match="obs_names are not unique.*obs_names_make_unique"):
+            call()
+    assert set(a.obsm) == keys
