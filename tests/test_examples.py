@@ -12,6 +12,8 @@ ENV = dict(os.environ, JAX_PLATFORMS="cpu", MPLBACKEND="Agg")
 def test_quickstart_notebook_code_runs(tmp_path):
     notebook = json.loads((EXAMPLES / "quickstart.ipynb").read_text())
     code = "\n\n".join("".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "code")
+    assert code.count("epochs=100") == 1
+    code = code.replace("epochs=100", "epochs=15")  # the code path, not the training length, is under test
     script = tmp_path / "quickstart.py"
     script.write_text(code + "\nassert model.history['early_stop']['stopped_by'] in ('ari', 'epochs')\n")
     result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=ENV, capture_output=True, text=True,
