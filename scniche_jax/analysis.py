@@ -127,6 +127,17 @@ def _count_cube(s_codes, n_s, g_codes, n_g, t_codes, n_t) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- enrichment
 
+def _checked_labels(adata, table_key, groupby, key, sample_key):
+    """The table, after the checks of a niche column, a label column and an optional sample column."""
+    adata = resolve_table(adata, table_key)
+    val.check_categorical(adata, groupby, "niche column")
+    val.check_labels(adata, key, "label column")
+    if sample_key is not None:
+        val.check_labels(adata, sample_key, "sample column")
+    _distinct_keys(groupby=groupby, key=key, sample_key=sample_key)
+    return adata
+
+
 def enrichment(adata: Any, groupby: str = "scNiche", key: str = "Cell_type", sample_key: Optional[str] = None,
                min_cells: int = 20, key_added: Optional[str] = "enrichment",
                table_key: Optional[str] = None) -> pd.DataFrame:
@@ -160,12 +171,7 @@ def enrichment(adata: Any, groupby: str = "scNiche", key: str = "Cell_type", sam
       NaN where no test was possible), ``n_cells`` (cells of the label in the niche),
       ``n_samples`` (samples where the niche was tested) and ``test``.
     """
-    adata = resolve_table(adata, table_key)
-    val.check_categorical(adata, groupby, "niche column")
-    val.check_labels(adata, key, "label column")
-    if sample_key is not None:
-        val.check_labels(adata, sample_key, "sample column")
-    _distinct_keys(groupby=groupby, key=key, sample_key=sample_key)
+    adata = _checked_labels(adata, table_key, groupby, key, sample_key)
     min_cells = _check_min_cells(min_cells)
     _check_key_added(key_added)
 
@@ -433,12 +439,7 @@ def composition(adata: Any, groupby: str = "scNiche", key: str = "Cell_type", sa
       among the niche's cells in that sample) and ``niche_fraction`` (share of the sample's
       cells in the niche).
     """
-    adata = resolve_table(adata, table_key)
-    val.check_categorical(adata, groupby, "niche column")
-    val.check_labels(adata, key, "label column")
-    if sample_key is not None:
-        val.check_labels(adata, sample_key, "sample column")
-    _distinct_keys(groupby=groupby, key=key, sample_key=sample_key)
+    adata = _checked_labels(adata, table_key, groupby, key, sample_key)
     min_fraction = _check_fraction(min_fraction, "min_fraction")
     _check_key_added(key_added)
     groups = _categories(adata.obs[groupby])

@@ -112,6 +112,23 @@ def _check_key_added(key_added: Any) -> str:
     return key_added
 
 
+def _checked_neighbourhood_inputs(adata, table_key, key_added, use_graph, spatial_key, mode, n_neighbors,
+                                  rad_cutoff):
+    """The checks both neighbourhood functions run first: ``(adata, key_added, graph_key, coords,
+    mode, graph)``, with ``coords``/``mode`` set for a computed graph and ``graph`` for a given one."""
+    adata = resolve_table(adata, table_key)
+    val.check_unique_obs_names(adata)
+    key_added = _check_key_added(key_added)
+    graph_key = _graph_key(use_graph)
+    coords = graph = None
+    if graph_key is None:
+        coords = val.spatial_coordinates(adata, spatial_key)
+        mode = _check_mode(mode, n_neighbors, rad_cutoff, adata.n_obs, "adata")
+    else:
+        graph = _checked_graph(adata, graph_key)
+    return adata, key_added, graph_key, coords, mode, graph
+
+
 @renamed_kwargs(k_cutoff="n_neighbors")
 def cal_spatial_neighbors(adata: Any, celltype_key: str = "Cell_type",
                           celltype_order: Optional[list] = None, mode: str = "KNN",
@@ -146,15 +163,8 @@ def cal_spatial_neighbors(adata: Any, celltype_key: str = "Cell_type",
       ``obsm[key_added]`` (int64 counts), ``obsm[key_added + '_norm']`` (row fractions, float64)
       and the column order in ``uns``.
     """
-    adata = resolve_table(adata, table_key)
-    val.check_unique_obs_names(adata)
-    key_added = _check_key_added(key_added)
-    graph_key = _graph_key(use_graph)
-    if graph_key is None:
-        coords = val.spatial_coordinates(adata, spatial_key)
-        mode = _check_mode(mode, n_neighbors, rad_cutoff, adata.n_obs, "adata")
-    else:
-        graph = _checked_graph(adata, graph_key)
+    adata, key_added, graph_key, coords, mode, graph = _checked_neighbourhood_inputs(
+        adata, table_key, key_added, use_graph, spatial_key, mode, n_neighbors, rad_cutoff)
     codes, order = _cell_type_codes(adata, celltype_key, celltype_order)
     if verbose:
         log.info("Calculating cellular neighbourhoods (%s) for %d cells", graph_key or mode, adata.n_obs)
@@ -221,15 +231,8 @@ def cal_spatial_exp(adata: Any, layer_key: Optional[str] = None, is_pca: bool = 
       None, or with ``copy=True`` a new AnnData, holding ``obsm[key_added]`` and
       ``obsm[key_added + '_nbr']``.
     """
-    adata = resolve_table(adata, table_key)
-    val.check_unique_obs_names(adata)
-    key_added = _check_key_added(key_added)
-    graph_key = _graph_key(use_graph)
-    if graph_key is None:
-        coords = val.spatial_coordinates(adata, spatial_key)
-        mode = _check_mode(mode, n_neighbors, rad_cutoff, adata.n_obs, "adata")
-    else:
-        graph = _checked_graph(adata, graph_key)
+    adata, key_added, graph_key, coords, mode, graph = _checked_neighbourhood_inputs(
+        adata, table_key, key_added, use_graph, spatial_key, mode, n_neighbors, rad_cutoff)
     data = _expression(adata, layer_key)
     if is_pca:
         n_comps = val.check_positive_int(n_comps, "n_comps")
