@@ -16,8 +16,9 @@ Methods (``--list`` prints them):
 - ``baseline_k{10,20,30,50}``: for each cell the cell-type composition of its k nearest
   spatial neighbours (itself included), within its slice; KMeans with K = number of labels.
 - ``reference``: ``sj.fit`` with today's defaults (``epochs``), ``tl.clustering(n_niches=K)``.
-- ``improved`` and its ablations (``improved-no_*``): registered by ``scniche_jax.improved``
-  when the package has it, else by the prototype in ``benchmarks/quality_lab/variants.py``.
+- ``improved``: ``sj.fit(variant="improved")``; its ablations ``improved-no_*`` turn one
+  piece off (``scniche_jax.improved.ABLATIONS``); ``improved-no_model`` clusters the
+  variant's read-out, smoothed views without training (what the model adds).
 - peers, only when their optional extra is installed (``pip install -e ".[peers]"``):
   ``cellcharter_pca``, ``banksy``, ``stagate``.
 
@@ -252,16 +253,38 @@ def batch_mode(ctx: Context):
     return "auto" if ctx.data.adata.n_obs > ctx.batch_above else None
 
 
-def run_reference(ctx: Context) -> dict:
+def run_variant(ctx: Context, **fit_kwargs) -> dict:
+    """``sj.fit`` (with ``fit_kwargs``, e.g. ``variant="improved"``) + ``tl.clustering(n_niches=K)``."""
     import scniche_jax as sj
     adata = ctx.data.adata.copy()
     t0 = time.perf_counter()
-    model = sj.fit(adata, epochs=ctx.epochs, seed=ctx.seed, progress=False, batch_num=batch_mode(ctx))
+    model = sj.fit(adata, epochs=ctx.epochs, seed=ctx.seed, progress=False, batch_num=batch_mode(ctx), **fit_kwargs)
     fit_s = time.perf_counter() - t0
     sj.tl.clustering(adata, n_niches=ctx.data.n_labels)
     epochs_run = len(model.history["loss"]["total"])
     return {"labels": adata.obs["scNiche"].astype(str).to_numpy(), "fit_s": fit_s, "epochs_run": epochs_run,
             "s_per_epoch": fit_s / max(epochs_run, 1), "batch_num": model.data_shape.batch_num}
+
+
+def run_reference(ctx: Context) -> dict:
+    return run_variant(ctx)
+
+
+def run_views_only(ctx: Context) -> dict:
+    """The improved variant without its model: its views side by side, read out and smoothed, KMeans."""
+    import scniche_jax as sj
+    from scniche_jax import improved as imp
+    adata = ctx.data.adata.copy()
+    options = sj.ImprovedOptions()
+    views = imp.improved_views(adata, options)
+    _, sample_key, spatial_key = imp.data_keys(adata, options)
+    groups = imp.slice_groups(adata.n_obs, None if sample_key is None else adata.obs[sample_key])
+    others = [v for k, v in views.items() if k != "X_ms_comp"] or [views["X_ms_comp"]]
+    rep = imp.readout(others, views["X_ms_comp"], options.concat_composition, groups)
+    adata.obsm["X_scniche"] = imp.smooth_embedding(rep, adata.obsm[spatial_key], groups, options.smooth_k,
+                                                   options.smooth_steps)
+    sj.tl.clustering(adata, n_niches=ctx.data.n_labels)
+    return {"labels": adata.obs["scNiche"].astype(str).to_numpy()}
 
 
 def _peer_methods() -> dict[str, Method]:
@@ -275,20 +298,18 @@ def _peer_methods() -> dict[str, Method]:
 
 
 def _improved_methods() -> dict[str, Method]:
-    """``improved`` and its ablations: from the package when it has them, else the prototype."""
-    try:
-        from scniche_jax import improved as impl  # noqa: F401
-        register = getattr(impl, "benchmark_methods", None)
-    except ImportError:
-        register = None
-    if register is None:
-        try:
-            from quality_lab import variants as impl
-            register = impl.benchmark_methods
-        except ImportError as err:  # pragma: no cover
-            print(f"improved: not available ({err})", file=sys.stderr)
-            return {}
-    return {name: Method(fn, kind, desc) for name, (fn, kind, desc) in register(batch_mode).items()}
+    """``variant="improved"`` and its one-piece-off ablations (``scniche_jax.improved.ABLATIONS``)."""
+    from scniche_jax.improved import ABLATIONS
+
+    def make(kwargs):
+        return lambda ctx: run_variant(ctx, variant="improved", **kwargs)
+
+    out = {name: Method(make(kwargs), "improved" if name == "improved" else "ablation",
+                        f"sj.fit(variant='improved', {', '.join(f'{k}={v!r}' for k, v in kwargs.items())})")
+           for name, kwargs in ABLATIONS.items()}
+    out["improved-no_model"] = Method(run_views_only, "ablation",
+                                      "the improved views, read out and smoothed, KMeans (no model)")
+    return out
 
 
 def all_methods() -> dict[str, Method]:

@@ -50,15 +50,16 @@ def test_multiscale_composition_rows_are_fractions_and_scale_one_is_the_cell_typ
 
 def test_improved_views_from_what_pp_stored(toy):
     assert imp.infer_celltype_key(toy) == "Cell_type"
-    views = imp.improved_views(toy, sample_key="slice")
+    assert toy.uns["CN_params"] == {"celltype_key": "Cell_type", "spatial_key": "spatial", "sample_key": "slice"}
+    assert imp.data_keys(toy, imp.ImprovedOptions()) == ("Cell_type", "slice", "spatial")
+    views = imp.improved_views(toy)
     assert set(views) == {"X_ms_comp", "X_data_std", "X_data_nbr_std"}
     n_types = len(toy.uns["CN_order"])
     assert views["X_ms_comp"].shape == (toy.n_obs, 3 * n_types)
     assert all(v.dtype == np.float32 and np.isfinite(v).all() for v in views.values())
     s1 = (toy.obs["slice"] == "s1").to_numpy()
     np.testing.assert_allclose(views["X_data_std"][s1].mean(0), 0, atol=1e-5)
-    only = imp.improved_views(toy, "Cell_type", "slice", imp.ImprovedOptions(scales=(), standardise=False,
-                                                                              expression_views=False))
+    only = imp.improved_views(toy, imp.ImprovedOptions(scales=(), standardise=False, expression_views=False))
     np.testing.assert_allclose(only["X_ms_comp"], toy.obsm["X_cn_norm"], rtol=1e-6)
 
 
@@ -67,7 +68,7 @@ def test_majority_consensus_keeps_shared_edges_and_is_never_empty(toy):
     from scniche_jax.model import GraphFusionNetwork
     import jax
     import jax.numpy as jnp
-    feats = imp.improved_views(toy, sample_key="slice")
+    feats = imp.improved_views(toy)
     graphs = [build_view_graph(f, 20, 5) for f in feats.values()]
     cons = imp.majority_consensus(graphs, votes=2)
     n = toy.n_obs
@@ -106,6 +107,10 @@ def test_options_are_checked_and_the_reference_path_is_untouched():
     import scniche_jax.pipeline as pipeline
     assert pipeline.build_consensus is consensus.build_consensus
     assert set(imp.ABLATIONS) >= {"improved", "improved-no_smoothing", "improved-gfn_consensus"}
+    with pytest.raises(ValueError, match="concat_composition"):
+        imp.ImprovedOptions(concat_composition=-1)
+    with pytest.raises(ValueError, match="scales"):
+        imp.ImprovedOptions(scales=(10, 0))
 
 
 def test_readout_concatenates_unit_variance_parts():
