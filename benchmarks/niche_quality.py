@@ -271,7 +271,7 @@ def run_reference(ctx: Context) -> dict:
 
 
 def run_views_only(ctx: Context) -> dict:
-    """The improved variant without its model: its views side by side, read out and smoothed, KMeans."""
+    """The improved variant without its model: its readout features, smoothed, KMeans."""
     import scniche_jax as sj
     from scniche_jax import improved as imp
     adata = ctx.data.adata.copy()
@@ -279,8 +279,8 @@ def run_views_only(ctx: Context) -> dict:
     views = imp.improved_views(adata, options)
     _, sample_key, spatial_key = imp.data_keys(adata, options)
     groups = imp.slice_groups(adata.n_obs, None if sample_key is None else adata.obs[sample_key])
-    others = [v for k, v in views.items() if k != "X_ms_comp"] or [views["X_ms_comp"]]
-    rep = imp.readout(others, views["X_ms_comp"], options.concat_composition, groups)
+    features = [(views["X_ms_comp"], options.concat_composition), (views["X_data_nbr_std"], options.concat_expression)]
+    rep = imp.readout([], features)
     adata.obsm["X_scniche"] = imp.smooth_embedding(rep, adata.obsm[spatial_key], groups, options.smooth_k,
                                                    options.smooth_steps)
     sj.tl.clustering(adata, n_niches=ctx.data.n_labels)
@@ -308,7 +308,7 @@ def _improved_methods() -> dict[str, Method]:
                         f"sj.fit(variant='improved', {', '.join(f'{k}={v!r}' for k, v in kwargs.items())})")
            for name, kwargs in ABLATIONS.items()}
     out["improved-no_model"] = Method(run_views_only, "ablation",
-                                      "the improved views, read out and smoothed, KMeans (no model)")
+                                      "the improved readout features without the embedding, smoothed, KMeans (no model)")
     return out
 
 
@@ -331,10 +331,18 @@ def machine_note() -> dict:
             "time": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
+def set_label(run: dict) -> str:
+    """The set's name, with the subset when the run used one (subsets are separate table columns)."""
+    subset = run.get("subset") or {}
+    tags = [f"{subset['max_cells']} cells" for _ in [0] if subset.get("max_cells")]
+    tags += [f"{subset['subsample']:g} of the cells" for _ in [0] if subset.get("subsample")]
+    return run["set"] + (f" ({', '.join(tags)})" if tags else "")
+
+
 def summarise(runs: list[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
-        groups.setdefault((r["set"], r["method"]), []).append(r)
+        groups.setdefault((set_label(r), r["method"]), []).append(r)
     out = []
     for (set_name, method), rs in sorted(groups.items()):
         def stat(path):
@@ -409,7 +417,7 @@ def plot(summary: list[dict], runs: list[dict], path: Path) -> Optional[Path]:
                    "peer": "#2ca02c"}
         ax.bar(range(len(rows)), means, yerr=sds, color=[colours.get(r["kind"], "#777") for r in rows], capsize=3)
         for i, name in enumerate(names):
-            vals = [x["scores"]["all"]["ari"] for x in runs if x["set"] == s and x["method"] == name]
+            vals = [x["scores"]["all"]["ari"] for x in runs if set_label(x) == s and x["method"] == name]
             ax.scatter(np.full(len(vals), i), vals, s=8, color="k", zorder=3)
         ax.set_xticks(range(len(rows)), names, rotation=70, ha="right", fontsize=7)
         ax.set_title(s, fontsize=9)

@@ -91,15 +91,20 @@ class ImprovedOptions(_Serialisable):
       scales: neighbourhood sizes (cells, itself included) of the multi-scale cell-type
         composition view, computed from ``obsm['spatial']`` and the cell-type column within
         each slice; ``()`` uses pp's ``X_cn_norm`` instead.
-      standardise: z-score every view column within each slice (rare cell types weigh like
-        abundant ones; slices share one scale).
+      standardise: z-score every view column (rare cell types weigh like abundant ones):
+        the expression views within each slice (technical offsets between slices), the
+        composition over all cells (fractions are comparable across slices already).
+      composition_per_slice: z-score the composition within each slice too (off: slices
+        covering different tissue proportions would be pulled apart).
       expression_views: also train on pp's ``X_data`` and ``X_data_nbr`` (standardised).
       consensus: ``'majority'`` (edges shared by ``consensus_votes`` view graphs: never empty)
         or ``'gfn'`` (the reference's frozen graph fusion network: empty from about 2,000
         cells per graph).
       consensus_votes: view graphs that must share an edge (capped at the number of views).
       concat_composition: weight of the standardised composition view appended to the
-        standardised embedding in the readout (0: the embedding alone).
+        standardised embedding in the readout (0: left out).
+      concat_expression: weight of the standardised neighbourhood expression
+        (``X_data_nbr``) appended in the readout (0: left out).
       slice_readout: z-score the embedding within each slice in the readout, so that slice
         offsets do not become niches.
       smooth_k: spatial neighbours (itself included, within its slice) of the smoothing.
@@ -110,15 +115,17 @@ class ImprovedOptions(_Serialisable):
         recorded (one slice otherwise).
     """
 
-    scales: tuple[int, ...] = (10, 20, 50)
+    scales: tuple[int, ...] = (20, 50, 100)
     standardise: bool = True
+    composition_per_slice: bool = False
     expression_views: bool = True
     consensus: str = "majority"
     consensus_votes: int = 2
-    concat_composition: float = 2.0
+    concat_composition: float = 4.0
+    concat_expression: float = 4.0
     slice_readout: bool = True
-    smooth_k: int = 20
-    smooth_steps: int = 2
+    smooth_k: int = 30
+    smooth_steps: int = 1
     celltype_key: Optional[str] = None
     sample_key: Optional[str] = None
 
@@ -130,14 +137,16 @@ class ImprovedOptions(_Serialisable):
             raise ValueError(f"scales must be a list of neighbourhood sizes, got {self.scales!r}.") from None
         _set(self, "scales", scales)
         _set(self, "standardise", bool(self.standardise))
+        _set(self, "composition_per_slice", bool(self.composition_per_slice))
         _set(self, "expression_views", bool(self.expression_views))
         if self.consensus not in CONSENSUS:
             raise ValueError(f"consensus must be one of {CONSENSUS}, got {self.consensus!r}.")
         _set(self, "consensus_votes", _int(self.consensus_votes, "consensus_votes"))
-        weight = _number(self.concat_composition, "concat_composition")
-        if weight < 0:
-            raise ValueError(f"concat_composition must be >= 0, got {self.concat_composition!r}.")
-        _set(self, "concat_composition", weight)
+        for name in ("concat_composition", "concat_expression"):
+            weight = _number(getattr(self, name), name)
+            if weight < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}.")
+            _set(self, name, weight)
         _set(self, "slice_readout", bool(self.slice_readout))
         _set(self, "smooth_k", _int(self.smooth_k, "smooth_k"))
         _set(self, "smooth_steps", _int(self.smooth_steps, "smooth_steps", minimum=0))

@@ -10,13 +10,14 @@ scale is dominated by the abundant cell types, the consensus graph is empty from
 1. :func:`improved_views` (before the view graphs are built): the cell-type composition of
    each cell's k nearest spatial neighbours at several scales (``scales``, within each
    slice, from ``obsm['spatial']`` and the cell-type column pp recorded), and pp's
-   expression views (``X_data``, ``X_data_nbr``); every column z-scored per slice.
+   expression views (``X_data``, ``X_data_nbr``); every column z-scored (the expression
+   within each slice).
 2. :func:`majority_consensus` (instead of the frozen fusion network's consensus): edges
    that at least ``consensus_votes`` view graphs share, plus self-loops: never empty.
 3. ``deterministic_embedding=True``: no dropout when embedding.
 4. :func:`readout` (after the embedding): the embedding z-scored (within each slice with
-   ``slice_readout``) side by side with the standardised composition view (weight
-   ``concat_composition``).
+   ``slice_readout``) side by side with the standardised composition and neighbourhood
+   expression (weights ``concat_composition``, ``concat_expression``).
 5. :func:`smooth_embedding`: ``smooth_steps`` passes of the mean over each cell's
    ``smooth_k`` nearest spatial neighbours (within its slice).
 
@@ -46,7 +47,11 @@ ABLATIONS: dict[str, dict] = {
     "improved-no_standardise": {"improved_options": ImprovedOptions(standardise=False)},
     "improved-no_expression_views": {"improved_options": ImprovedOptions(expression_views=False)},
     "improved-gfn_consensus": {"improved_options": ImprovedOptions(consensus="gfn")},
+    "improved-per_slice_composition": {"improved_options": ImprovedOptions(composition_per_slice=True)},
     "improved-no_concat_composition": {"improved_options": ImprovedOptions(concat_composition=0.0)},
+    "improved-no_concat_expression": {"improved_options": ImprovedOptions(concat_expression=0.0)},
+    "improved-no_readout_features": {"improved_options": ImprovedOptions(concat_composition=0.0,
+                                                                         concat_expression=0.0)},
     "improved-no_slice_readout": {"improved_options": ImprovedOptions(slice_readout=False)},
     "improved-no_smoothing": {"improved_options": ImprovedOptions(smooth_steps=0)},
     "improved-dropout_embedding": {"deterministic_embedding": False},
@@ -156,7 +161,8 @@ def improved_views(adata, options: ImprovedOptions = ImprovedOptions()) -> dict[
         cell-type and slice columns).
 
     Returns:
-      ``{name: matrix}`` in ``options.view_names`` order (``X_ms_comp`` first).
+      ``{name: matrix}``: the views the model trains on (``options.view_names``, in that
+      order, ``X_ms_comp`` first), plus ``X_data_nbr_std`` when only the readout uses it.
     """
     celltype_key, sample_key, spatial_key = data_keys(adata, options)
     groups = slice_groups(adata.n_obs, None if sample_key is None else adata.obs[sample_key])
@@ -165,26 +171,29 @@ def improved_views(adata, options: ImprovedOptions = ImprovedOptions()) -> dict[
                                       adata.uns.get("CN_order"))
     else:
         comp = np.asarray(adata.obsm["X_cn_norm"], np.float64)
-    prep = (lambda x: standardise_per_slice(x, groups)) if options.standardise else (
-        lambda x: np.asarray(x, np.float64))
-    views = {"X_ms_comp": prep(comp)}
-    if options.expression_views:
-        views["X_data_std"] = prep(adata.obsm["X_data"])
-        views["X_data_nbr_std"] = prep(adata.obsm["X_data_nbr"])
-    return {k: np.ascontiguousarray(views[k], dtype=np.float32) for k in options.view_names}
+    one = slice_groups(adata.n_obs)
+    if options.standardise:
+        views = {"X_ms_comp": standardise_per_slice(comp, groups if options.composition_per_slice else one)}
+    else:
+        views = {"X_ms_comp": comp}
+    if options.expression_views or options.concat_expression > 0:
+        for key in ("X_data", "X_data_nbr"):
+            x = np.asarray(adata.obsm[key], np.float64)
+            views[f"{key}_std"] = standardise_per_slice(x, groups) if options.standardise else x
+    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in views.items()}
 
 
-def readout(embeddings: Sequence[np.ndarray], composition: Optional[np.ndarray] = None,
-            weight: float = 0.0, groups: Optional[np.ndarray] = None) -> np.ndarray:
-    """One representation from one or more embeddings and the composition view.
+def readout(embeddings: Sequence[np.ndarray], features: Sequence[tuple[np.ndarray, float]] = (),
+            groups: Optional[np.ndarray] = None) -> np.ndarray:
+    """One representation from one or more embeddings and weighted feature blocks.
 
-    Each embedding is z-scored per column and scaled to unit total variance, so that
-    embeddings (and the composition view, scaled to ``weight``² total variance) weigh the
-    same whatever their width; they are concatenated. With ``groups`` (slices) the
-    embeddings are z-scored within each slice (slice-aware readout). One embedding,
-    ``weight=0`` and no ``groups`` returns it unchanged.
+    Each embedding is z-scored per column (within each slice when ``groups`` are given: the
+    slice-aware readout) and scaled to unit total variance; each feature block of
+    ``features`` (matrix, weight) is z-scored and scaled to ``weight``² total variance;
+    they are concatenated. One embedding, no features and no ``groups`` returns it unchanged.
     """
-    if len(embeddings) == 1 and weight == 0 and groups is None:
+    features = [(x, w) for x, w in features if w > 0]
+    if len(embeddings) == 1 and not features and groups is None:
         return np.asarray(embeddings[0], np.float32)
 
     def unit(x, per_slice=False):
@@ -195,9 +204,7 @@ def readout(embeddings: Sequence[np.ndarray], composition: Optional[np.ndarray] 
             x = (x - x.mean(0)) / np.where(x.std(0) > 1e-8, x.std(0), 1.0)
         return x / np.sqrt(x.shape[1])
 
-    parts = [unit(z, per_slice=True) for z in embeddings]
-    if weight > 0 and composition is not None:
-        parts.append(weight * unit(composition))
+    parts = [unit(z, per_slice=True) for z in embeddings] + [w * unit(x) for x, w in features]
     return np.ascontiguousarray(np.hstack(parts), dtype=np.float32)
 
 
@@ -212,16 +219,19 @@ def smooth_embedding(z: np.ndarray, coords: np.ndarray, groups: np.ndarray, k: i
     return np.ascontiguousarray(z, dtype=np.float32)
 
 
-def finish_embedding(z: np.ndarray, adata, composition: np.ndarray, options: ImprovedOptions) -> np.ndarray:
+def finish_embedding(z: np.ndarray, adata, views: dict[str, np.ndarray], options: ImprovedOptions) -> np.ndarray:
     """The variant's final representation of ``adata``'s cells: :func:`readout`, then :func:`smooth_embedding`.
 
     Args:
       z: the model's embedding (cells × latent).
       adata: the cells (``obsm['spatial']`` and the slice column are read).
-      composition: the ``X_ms_comp`` view of the same cells.
+      views: :func:`improved_views` of the same cells.
       options: :class:`ImprovedOptions`.
     """
     _, sample_key, spatial_key = data_keys(adata, options)
     groups = slice_groups(adata.n_obs, None if sample_key is None else adata.obs[sample_key])
-    rep = readout([z], composition, options.concat_composition, groups if options.slice_readout else None)
+    features = [(views["X_ms_comp"], options.concat_composition)]
+    if options.concat_expression > 0:
+        features.append((views["X_data_nbr_std"], options.concat_expression))
+    rep = readout([z], features, groups if options.slice_readout else None)
     return smooth_embedding(rep, adata.obsm[spatial_key], groups, options.smooth_k, options.smooth_steps)

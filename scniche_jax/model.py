@@ -51,7 +51,7 @@ class _Run(NamedTuple):
     graph_batches: GraphBatch
     placement: Placement
     settings: StepSettings
-    composition: Optional[np.ndarray] = None  # variant="improved": the X_ms_comp view, for the readout
+    readout_views: Optional[dict] = None  # variant="improved": improved_views(...), for the readout
 
 
 def read_views(adata: ad.AnnData, views: Sequence[str]) -> list[np.ndarray]:
@@ -210,7 +210,7 @@ class Model:
             checkpoint_dir = persistence.check_writable_dir(checkpoint_dir, "checkpoint_dir")
             val.check_positive_int(checkpoint_every, "checkpoint_every")
         val.check_unique_obs_names(adata)
-        features, composition = self._view_matrices(adata)
+        features, readout_views = self._view_matrices(adata)
         input_sizes = tuple(f.shape[1] for f in features)
         batch_num = resolve_batch_num(adata.n_obs, batching.batch_num, batching.cells_per_batch,
                                       placement.platform, placement.n_devices)
@@ -268,13 +268,13 @@ class Model:
         self._loop = replace(loop, best_params=jax.device_get(loop.best_params))
         self.params = jax.device_get(final_params)
         self.discriminator_params = self._state.discriminator
-        return _Run(batches, graph_batches, placement, settings, composition)
+        return _Run(batches, graph_batches, placement, settings, readout_views)
 
-    def _view_matrices(self, adata: ad.AnnData) -> tuple[list[np.ndarray], Optional[np.ndarray]]:
-        """The views' feature matrices, and the composition view the improved readout uses."""
+    def _view_matrices(self, adata: ad.AnnData) -> tuple[list[np.ndarray], Optional[dict]]:
+        """The views' feature matrices, and (improved variant) all its views, for the readout."""
         if self.config.variant == "improved":
             views = improved_views(adata, self.config.improved_options)
-            return list(views.values()), views["X_ms_comp"]
+            return [views[k] for k in self.config.views], views
         return read_views(adata, self.config.views), None
 
     def _consensus_options(self) -> dict[str, Any]:
@@ -322,7 +322,7 @@ class Model:
         if not self.is_trained:
             raise ValueError("this model is not trained yet; call model.train(adata) first.")
         val.check_unique_obs_names(adata)
-        features, composition = self._view_matrices(adata)
+        features, readout_views = self._view_matrices(adata)
         d = self.data_shape
         for key, f, width in zip(self.config.views, features, d.input_sizes):
             if f.shape[1] != width:
@@ -335,7 +335,7 @@ class Model:
         settings = StepSettings.of(self.config, self.batch_config or BatchConfig())
         placement = Placement.of(None)
         key = None if seed is None else jax.random.key(seed)
-        run = _Run(batches, placement.put_batches(host), placement, settings, composition)
+        run = _Run(batches, placement.put_batches(host), placement, settings, readout_views)
         return self._final_embedding(adata, run, key)
 
     def _embed_batches(self, run: _Run, n_cells: int, dropout_key=None) -> np.ndarray:
@@ -351,7 +351,7 @@ class Model:
         """The embedding, read out and smoothed by ``variant='improved'``."""
         z = self._embed_batches(run, adata.n_obs, dropout_key)
         if self.config.variant == "improved":
-            z = finish_embedding(z, adata, run.composition, self.config.improved_options)
+            z = finish_embedding(z, adata, run.readout_views, self.config.improved_options)
         return z
 
     # --- torch interop ----------------------------------------------------------------------

@@ -111,7 +111,7 @@ def test_improved_variant_fits_and_embeds(merfish_subset, tmp_path):
     fit = _cli("fit", merfish_subset, "--out", out, "--sample-key", "slice", "--epochs", 2, "--n-niches", 4,
                "--quiet", "--variant", "improved")
     assert fit.returncode == 0, fit.stderr
-    width = 10 + 3 * 9  # the embedding ⊕ the composition of 9 cell types at 3 scales
+    width = 10 + 3 * 9 + 20  # the embedding ⊕ 9 cell types at 3 scales ⊕ 20 PCs of neighbourhood expression
     assert ad.read_h5ad(out / "adata.h5ad").obsm["X_scniche"].shape == (800, width)
     assert json.loads((out / "config.json").read_text())["model"]["variant"] == "improved"
     embedded = tmp_path / "embedded.h5ad"

@@ -39,8 +39,9 @@ def test_improved_writes_only_the_embedding_and_embed_reproduces_it(two_slices, 
     model, a = fitted["improved"]
     assert set(a.obsm) == set(two_slices.obsm) | {"X_scniche"}
     assert set(a.uns) == set(two_slices.uns) and "CN_params" in a.uns
-    n_types = len(two_slices.uns["CN_order"])
-    assert a.obsm["X_scniche"].shape == (a.n_obs, 10 + 3 * n_types)   # embedding ⊕ 3-scale composition
+    n_types, n_comps = len(two_slices.uns["CN_order"]), two_slices.obsm["X_data_nbr"].shape[1]
+    # embedding ⊕ 3-scale composition ⊕ neighbourhood expression
+    assert a.obsm["X_scniche"].shape == (a.n_obs, 10 + 3 * n_types + n_comps)
     assert model.config.views == ImprovedOptions().view_names and model.config.deterministic_embedding
     again = model.embed(two_slices)
     np.testing.assert_allclose(again, a.obsm["X_scniche"], atol=1e-5)
@@ -50,8 +51,8 @@ def test_the_embedding_is_the_readout_of_the_model_output(two_slices, fitted):
     model, a = fitted["improved"]
     options = model.config.improved_options
     raw = model._embed_batches(_rebuilt_run(model, two_slices), two_slices.n_obs)
-    comp = imp.improved_views(two_slices, options)["X_ms_comp"]
-    expected = imp.finish_embedding(raw, two_slices, comp, options)
+    views = imp.improved_views(two_slices, options)
+    expected = imp.finish_embedding(raw, two_slices, views, options)
     np.testing.assert_allclose(expected, a.obsm["X_scniche"], atol=1e-5)
     # the readout differs from the raw embedding: smoothing is on, and z-scoring per slice
     assert not np.allclose(expected[:, :10], raw)
@@ -100,14 +101,14 @@ def test_save_and_load_keep_the_variant(fitted, two_slices, tmp_path):
     model.save(tmp_path / "m")
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     assert config["model"]["variant"] == "improved"
-    assert config["model"]["improved_options"]["scales"] == [10, 20, 50]
+    assert config["model"]["improved_options"]["scales"] == [20, 50, 100]
     loaded = sj.load(tmp_path / "m")
     assert loaded.config == model.config
     np.testing.assert_allclose(loaded.embed(two_slices), a.obsm["X_scniche"], atol=1e-5)
 
 
 def test_every_piece_is_its_own_option(two_slices):
-    options = ImprovedOptions(smooth_steps=0, concat_composition=0.0, slice_readout=False)
+    options = ImprovedOptions(smooth_steps=0, concat_composition=0.0, concat_expression=0.0, slice_readout=False)
     a = two_slices.copy()
     model = sj.fit(a, variant="improved", improved_options=options, epochs=2, progress=False)
     assert a.obsm["X_scniche"].shape == (a.n_obs, 10)          # no readout: the model's embedding itself
