@@ -16,8 +16,9 @@ Methods (``--list`` prints them):
 - ``baseline_k{10,20,30,50}``: for each cell the cell-type composition of its k nearest
   spatial neighbours (itself included), within its slice; KMeans with K = number of labels.
 - ``reference``: ``sj.fit`` with today's defaults (``epochs``), ``tl.clustering(n_niches=K)``.
-- ``improved`` and its ablations (``improved-no_*``): registered by ``scniche_jax.improved``
-  when the package has it, else by the prototype in ``benchmarks/quality_lab/variants.py``.
+- ``improved``: ``sj.fit(variant="improved")``; its ablations ``improved-no_*`` turn one
+  piece off (``scniche_jax.improved.ABLATIONS``); ``improved-no_model`` clusters the
+  variant's read-out, smoothed views without training (what the model adds).
 - peers, only when their optional extra is installed (``pip install -e ".[peers]"``):
   ``cellcharter_pca``, ``banksy``, ``stagate``.
 
@@ -252,16 +253,38 @@ def batch_mode(ctx: Context):
     return "auto" if ctx.data.adata.n_obs > ctx.batch_above else None
 
 
-def run_reference(ctx: Context) -> dict:
+def run_variant(ctx: Context, **fit_kwargs) -> dict:
+    """``sj.fit`` (with ``fit_kwargs``, e.g. ``variant="improved"``) + ``tl.clustering(n_niches=K)``."""
     import scniche_jax as sj
     adata = ctx.data.adata.copy()
     t0 = time.perf_counter()
-    model = sj.fit(adata, epochs=ctx.epochs, seed=ctx.seed, progress=False, batch_num=batch_mode(ctx))
+    model = sj.fit(adata, epochs=ctx.epochs, seed=ctx.seed, progress=False, batch_num=batch_mode(ctx), **fit_kwargs)
     fit_s = time.perf_counter() - t0
     sj.tl.clustering(adata, n_niches=ctx.data.n_labels)
     epochs_run = len(model.history["loss"]["total"])
     return {"labels": adata.obs["scNiche"].astype(str).to_numpy(), "fit_s": fit_s, "epochs_run": epochs_run,
             "s_per_epoch": fit_s / max(epochs_run, 1), "batch_num": model.data_shape.batch_num}
+
+
+def run_reference(ctx: Context) -> dict:
+    return run_variant(ctx)
+
+
+def run_views_only(ctx: Context) -> dict:
+    """The improved variant without its model: its readout features, smoothed, KMeans."""
+    import scniche_jax as sj
+    from scniche_jax import improved as imp
+    adata = ctx.data.adata.copy()
+    options = sj.ImprovedOptions()
+    views = imp.improved_views(adata, options)
+    _, sample_key, spatial_key = imp.data_keys(adata, options)
+    groups = imp.slice_groups(adata.n_obs, None if sample_key is None else adata.obs[sample_key])
+    features = [(views["X_ms_comp"], options.concat_composition), (views["X_data_nbr_std"], options.concat_expression)]
+    rep = imp.readout([], features)
+    adata.obsm["X_scniche"] = imp.smooth_embedding(rep, adata.obsm[spatial_key], groups, options.smooth_k,
+                                                   options.smooth_steps)
+    sj.tl.clustering(adata, n_niches=ctx.data.n_labels)
+    return {"labels": adata.obs["scNiche"].astype(str).to_numpy()}
 
 
 def _peer_methods() -> dict[str, Method]:
@@ -275,20 +298,18 @@ def _peer_methods() -> dict[str, Method]:
 
 
 def _improved_methods() -> dict[str, Method]:
-    """``improved`` and its ablations: from the package when it has them, else the prototype."""
-    try:
-        from scniche_jax import improved as impl  # noqa: F401
-        register = getattr(impl, "benchmark_methods", None)
-    except ImportError:
-        register = None
-    if register is None:
-        try:
-            from quality_lab import variants as impl
-            register = impl.benchmark_methods
-        except ImportError as err:  # pragma: no cover
-            print(f"improved: not available ({err})", file=sys.stderr)
-            return {}
-    return {name: Method(fn, kind, desc) for name, (fn, kind, desc) in register(batch_mode).items()}
+    """``variant="improved"`` and its one-piece-off ablations (``scniche_jax.improved.ABLATIONS``)."""
+    from scniche_jax.improved import ABLATIONS
+
+    def make(kwargs):
+        return lambda ctx: run_variant(ctx, variant="improved", **kwargs)
+
+    out = {name: Method(make(kwargs), "improved" if name == "improved" else "ablation",
+                        f"sj.fit(variant='improved', {', '.join(f'{k}={v!r}' for k, v in kwargs.items())})")
+           for name, kwargs in ABLATIONS.items()}
+    out["improved-no_model"] = Method(run_views_only, "ablation",
+                                      "the improved readout features without the embedding, smoothed, KMeans (no model)")
+    return out
 
 
 def all_methods() -> dict[str, Method]:
@@ -310,10 +331,18 @@ def machine_note() -> dict:
             "time": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
+def set_label(run: dict) -> str:
+    """The set's name, with the subset when the run used one (subsets are separate table columns)."""
+    subset = run.get("subset") or {}
+    tags = [f"{subset['max_cells']} cells" for _ in [0] if subset.get("max_cells")]
+    tags += [f"{subset['subsample']:g} of the cells" for _ in [0] if subset.get("subsample")]
+    return run["set"] + (f" ({', '.join(tags)})" if tags else "")
+
+
 def summarise(runs: list[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
-        groups.setdefault((r["set"], r["method"]), []).append(r)
+        groups.setdefault((set_label(r), r["method"]), []).append(r)
     out = []
     for (set_name, method), rs in sorted(groups.items()):
         def stat(path):
@@ -388,7 +417,7 @@ def plot(summary: list[dict], runs: list[dict], path: Path) -> Optional[Path]:
                    "peer": "#2ca02c"}
         ax.bar(range(len(rows)), means, yerr=sds, color=[colours.get(r["kind"], "#777") for r in rows], capsize=3)
         for i, name in enumerate(names):
-            vals = [x["scores"]["all"]["ari"] for x in runs if x["set"] == s and x["method"] == name]
+            vals = [x["scores"]["all"]["ari"] for x in runs if set_label(x) == s and x["method"] == name]
             ax.scatter(np.full(len(vals), i), vals, s=8, color="k", zorder=3)
         ax.set_xticks(range(len(rows)), names, rotation=70, ha="right", fontsize=7)
         ax.set_title(s, fontsize=9)

@@ -14,9 +14,10 @@ _SUBMODULES = ("datasets", "pl", "pp", "tl")
 _NAMES = {
     "fit": ".fit", "load": ".model", "Model": ".model", "History": ".history", "ModelConfig": ".config",
     "OptimizerConfig": ".config", "StoppingConfig": ".config", "BatchConfig": ".config",
+    "ImprovedOptions": ".config",
 }
 __all__ = ["fit", "load", "Model", "History", "ModelConfig", "OptimizerConfig", "StoppingConfig", "BatchConfig",
-           "pp", "tl", "pl", "datasets"]
+           "ImprovedOptions", "pp", "tl", "pl", "datasets"]
 
 
 def __getattr__(name: str) -> Any:

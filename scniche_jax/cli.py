@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 EXIT_BAD_INPUT = 2
+# config.DEFAULT_VIEWS, spelled out so that `--help` imports no numpy (tests/test_cli.py checks they agree)
+DEFAULT_VIEWS = ("X_cn_norm", "X_data", "X_data_nbr")
 
 
 class CliError(Exception):
@@ -81,7 +83,8 @@ def cmd_fit(args) -> dict:
     adata = _read(args.input)
     adata = _preprocess(adata, args)
     start = time.perf_counter()
-    model = sj.fit(adata, views=args.views, batch_num=args.batch_num, epochs=args.epochs, patience=args.patience,
+    model = sj.fit(adata, views=None if args.variant == "improved" else args.views, variant=args.variant,
+                   batch_num=args.batch_num, epochs=args.epochs, patience=args.patience,
                    ari_every=args.ari_every, ari_stop_threshold=args.ari_stop_threshold if args.ari_every else None,
                    seed=args.seed, progress=not args.quiet, precision=args.precision,
                    cells_per_batch=args.cells_per_batch, devices=jax.devices() if args.all_devices else None)
@@ -109,7 +112,7 @@ def cmd_embed(args) -> dict:
 
     model = sj.load(args.model)
     adata = _read(args.input)
-    args.views = list(model.config.views)
+    args.views = list(DEFAULT_VIEWS if model.config.variant == "improved" else model.config.views)
     adata = _preprocess(adata, args)
     adata.obsm[args.key_added] = model.embed(adata)
     _write(adata, args.out, args.overwrite)
@@ -157,7 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fit", help="preprocess if needed, train, save the model and the results, cluster")
     f.add_argument("input", help="input .h5ad (obsm['spatial'] and a cell-type column, or the views)")
     f.add_argument("--out", required=True, help="output folder: model files and adata.h5ad with the results")
-    f.add_argument("--views", nargs="+", default=["X_cn_norm", "X_data", "X_data_nbr"], help="obsm keys of the views")
+    f.add_argument("--views", nargs="+", default=list(DEFAULT_VIEWS), help="obsm keys of the views (reference variant)")
+    f.add_argument("--variant", choices=["reference", "improved"], default="reference",
+                   help="'reference' reproduces scNiche exactly; 'improved' finds niches closer to the tissue's "
+                        "(multi-scale composition views, spatially smoothed readout)")
     f.add_argument("--batch-num", type=_batch_num, default=None, help="number of batches, or 'auto'")
     f.add_argument("--cells-per-batch", type=int, default=None,
                    help="with --batch-num auto: cells per batch (default 1000 on a CPU, 5000 on a GPU)")

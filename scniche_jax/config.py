@@ -1,6 +1,7 @@
 """Configuration: four small frozen dataclasses, one per concept, each validating itself.
 
 - :class:`ModelConfig`: what the model is (views, widths, graphs, dropout, variant, seed);
+- :class:`ImprovedOptions`: the pieces of ``variant="improved"``, each its own option;
 - :class:`OptimizerConfig`: Adam's learning rate and the LR plateau schedule;
 - :class:`StoppingConfig`: how long to train and when to stop early;
 - :class:`BatchConfig`: batches, precision, memory and devices (how the work is laid out).
@@ -21,7 +22,8 @@ import numpy as np
 DEFAULT_VIEWS = ("X_cn_norm", "X_data", "X_data_nbr")
 PRECISIONS = ("bf16", "fp32")
 GRE_SEMANTICS = ("gpu", "cpu")
-VARIANTS = ("reference",)
+VARIANTS = ("reference", "improved")
+CONSENSUS = ("gfn", "majority")
 
 
 def _int(value: Any, name: str, minimum: int = 1) -> int:
@@ -59,8 +61,12 @@ def _set(obj, name: str, value) -> None:
 
 class _Serialisable:
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields (tuples as lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        """JSON-ready fields (tuples as lists, nested configs as dicts)."""
+        def plain(v):
+            if isinstance(v, tuple):
+                return [plain(x) for x in v]
+            return {k: plain(x) for k, x in v.items()} if isinstance(v, dict) else v
+        return {k: plain(v) for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
@@ -69,7 +75,90 @@ class _Serialisable:
         unknown = set(data) - names
         if unknown:
             raise ValueError(f"unknown {cls.__name__} entries {sorted(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        nested = getattr(cls, "_nested", {})
+        return cls(**{k: nested[k].from_dict(v) if k in nested and isinstance(v, dict)
+                      else tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+@dataclass(frozen=True)
+class ImprovedOptions(_Serialisable):
+    """The pieces of ``variant="improved"`` (defaults = the variant), each its own option.
+
+    The reference model is flat on labelled data mostly because of what it is fed and how its
+    embedding is read out (REFERENCE.md; ``benchmarks/niche_quality.py`` measures each piece):
+
+    Attributes:
+      scales: neighbourhood sizes (cells, itself included) of the multi-scale cell-type
+        composition view, computed from ``obsm['spatial']`` and the cell-type column within
+        each slice; ``()`` uses pp's ``X_cn_norm`` instead.
+      standardise: z-score every view column (rare cell types weigh like abundant ones):
+        the expression views within each slice (technical offsets between slices), the
+        composition over all cells (fractions are comparable across slices already).
+      composition_per_slice: z-score the composition within each slice too (off: slices
+        covering different tissue proportions would be pulled apart).
+      expression_views: also train on pp's ``X_data`` and ``X_data_nbr`` (standardised).
+      consensus: ``'majority'`` (edges shared by ``consensus_votes`` view graphs: never empty)
+        or ``'gfn'`` (the reference's frozen graph fusion network: empty from about 2,000
+        cells per graph).
+      consensus_votes: view graphs that must share an edge (capped at the number of views).
+      concat_composition: weight of the standardised composition view appended to the
+        standardised embedding in the readout (0: left out).
+      concat_expression: weight of the standardised neighbourhood expression
+        (``X_data_nbr``) appended in the readout (0: left out).
+      slice_readout: z-score the embedding within each slice in the readout, so that slice
+        offsets do not become niches.
+      smooth_k: spatial neighbours (itself included, within its slice) of the smoothing.
+      smooth_steps: passes of the spatial mean over the readout; 0 turns smoothing off.
+      celltype_key: ``obs`` column of cell types; None reads what pp recorded
+        (``uns['CN_params']``) or finds the column matching ``uns['CN_order']``.
+      sample_key: ``obs`` column of slices; None reads what ``pp.process_multi_slices``
+        recorded (one slice otherwise).
+    """
+
+    scales: tuple[int, ...] = (20, 50, 100)
+    standardise: bool = True
+    composition_per_slice: bool = False
+    expression_views: bool = True
+    consensus: str = "majority"
+    consensus_votes: int = 2
+    concat_composition: float = 4.0
+    concat_expression: float = 4.0
+    slice_readout: bool = True
+    smooth_k: int = 30
+    smooth_steps: int = 1
+    celltype_key: Optional[str] = None
+    sample_key: Optional[str] = None
+
+    def __post_init__(self):
+        scales = (self.scales,) if isinstance(self.scales, (int, np.integer)) else self.scales
+        try:
+            scales = tuple(_int(k, "every entry of scales") for k in scales)
+        except TypeError:
+            raise ValueError(f"scales must be a list of neighbourhood sizes, got {self.scales!r}.") from None
+        _set(self, "scales", scales)
+        _set(self, "standardise", bool(self.standardise))
+        _set(self, "composition_per_slice", bool(self.composition_per_slice))
+        _set(self, "expression_views", bool(self.expression_views))
+        if self.consensus not in CONSENSUS:
+            raise ValueError(f"consensus must be one of {CONSENSUS}, got {self.consensus!r}.")
+        _set(self, "consensus_votes", _int(self.consensus_votes, "consensus_votes"))
+        for name in ("concat_composition", "concat_expression"):
+            weight = _number(getattr(self, name), name)
+            if weight < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}.")
+            _set(self, name, weight)
+        _set(self, "slice_readout", bool(self.slice_readout))
+        _set(self, "smooth_k", _int(self.smooth_k, "smooth_k"))
+        _set(self, "smooth_steps", _int(self.smooth_steps, "smooth_steps", minimum=0))
+        for name in ("celltype_key", "sample_key"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, str) and value):
+                raise ValueError(f"{name} must be an adata.obs column name or None, got {value!r}.")
+
+    @property
+    def view_names(self) -> tuple[str, ...]:
+        """Names of the views this variant trains on (the composition first)."""
+        return ("X_ms_comp", "X_data_std", "X_data_nbr_std") if self.expression_views else ("X_ms_comp",)
 
 
 @dataclass(frozen=True)
@@ -87,7 +176,10 @@ class ModelConfig(_Serialisable):
       deterministic_embedding: embed with dropout off (True) or on, like the reference (False).
       gre_semantics: report ``loss_gre`` with R (``'gpu'``) or R + Rᵀ (``'cpu'``, the
         reference on a CPU); training is identical.
-      variant: ``'reference'``, the model as the reference computes it.
+      variant: ``'reference'``, the model as the reference computes it, or ``'improved'``
+        (:class:`ImprovedOptions`; its views are computed from pp's output).
+      improved_options: the options of ``variant='improved'`` (None: the defaults); must be None
+        for the reference.
       seed: seed of every random choice (initialisation, dropout, negatives, probes).
     """
 
@@ -100,9 +192,29 @@ class ModelConfig(_Serialisable):
     deterministic_embedding: bool = True
     gre_semantics: str = "gpu"
     variant: str = "reference"
+    improved_options: Optional[ImprovedOptions] = None
     seed: int = 0
 
+    _nested = {"improved_options": ImprovedOptions}
+
     def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}.")
+        if self.variant == "improved":
+            options = ImprovedOptions() if self.improved_options is None else self.improved_options
+            if isinstance(options, dict):
+                options = ImprovedOptions.from_dict(options)
+            if not isinstance(options, ImprovedOptions):
+                raise ValueError(f"improved_options must be an ImprovedOptions or None, got {self.improved_options!r}.")
+            _set(self, "improved_options", options)
+            if self.views in (DEFAULT_VIEWS, list(DEFAULT_VIEWS), None):
+                _set(self, "views", options.view_names)
+            elif tuple(self.views) != options.view_names:
+                raise ValueError("variant='improved' computes its own views from what pp stored; leave views "
+                                 f"unset (they are {list(options.view_names)}).")
+        elif self.improved_options is not None:
+            raise ValueError("improved_options=ImprovedOptions(...) only applies to variant='improved'; pass "
+                             "variant='improved' or drop it.")
         views = (self.views,) if isinstance(self.views, str) else self.views
         try:
             views = tuple(views)
@@ -127,8 +239,6 @@ class ModelConfig(_Serialisable):
         _set(self, "deterministic_embedding", bool(self.deterministic_embedding))
         if self.gre_semantics not in GRE_SEMANTICS:
             raise ValueError(f"gre_semantics must be one of {GRE_SEMANTICS}, got {self.gre_semantics!r}.")
-        if self.variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}.")
         _set(self, "seed", _int(self.seed, "seed", minimum=0))
 
     @property

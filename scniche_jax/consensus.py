@@ -390,3 +390,25 @@ def build_consensus(gfn_params, views: Sequence[ViewGraph], gre_semantics: str =
     fused = fused_matrix(gfn_params, view_adjacency_sum(views), block, method)
     senders, receivers = consensus_from_fused(fused)
     return Consensus(fused, senders, receivers, graph_fusion_loss(fused, views, gre_semantics))
+
+
+def majority_consensus(view_graphs, votes: int = 2):
+    """Consensus graph of one graph or batch: edges in at least ``votes`` of the view graphs.
+
+    ``variant="improved"``'s replacement for :func:`build_consensus` (same return type): symmetric,
+    every node keeps exactly one self-loop, and ``fused`` holds the kept off-diagonal edges.
+    ``loss_gre`` is 0 (this graph has no parameters to fit).
+    """
+    n = view_graphs[0].n_nodes
+    need = min(int(votes), len(view_graphs))
+    count = sum(view_adjacency(v) for v in view_graphs).tocsr()
+    keep = (count >= need).astype(np.float32).tocsr()
+    keep.setdiag(0)
+    keep.eliminate_zeros()
+    keep = keep.maximum(keep.T).tocsr()
+    keep.sort_indices()
+    coo = keep.tocoo()
+    loops = np.arange(n, dtype=np.int32)
+    senders = np.concatenate([coo.row.astype(np.int32), loops])
+    receivers = np.concatenate([coo.col.astype(np.int32), loops])
+    return Consensus(keep, senders, receivers, 0.0)

@@ -11,7 +11,7 @@ import jax
 from . import persistence
 from ._deprecation import renamed_kwargs
 from ._spatialdata import resolve_table
-from .config import ModelConfig
+from .config import ImprovedOptions, ModelConfig
 from .model import Model
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,8 @@ def fit(adata: ad.AnnData, *, views: Optional[Sequence[str]] = None,
         lr_patience: Optional[int] = 5, lr_factor: float = 0.5, min_lr: float = 1e-6,
         ari_every: Optional[int] = None, ari_k: int = 10, ari_stop_threshold: Optional[float] = None,
         ari_stop_patience: int = 2, dropout: float = 0.1, deterministic_embedding: bool = True,
-        gre_semantics: str = "gpu", variant: str = "reference", block_size: int = 1024,
+        gre_semantics: str = "gpu", variant: str = "reference",
+        improved_options: Optional[ImprovedOptions] = None, block_size: int = 1024,
         key_added: str = "X_scniche", checkpoint_dir: Optional[str] = None, checkpoint_every: int = 10,
         resume: bool = False, devices: Optional[Sequence[jax.Device]] = None,
         memory_limit: Optional[float] = None, cells_per_batch: Optional[int] = None,
@@ -43,7 +44,9 @@ def fit(adata: ad.AnnData, *, views: Optional[Sequence[str]] = None,
         ``spatialdata.SpatialData`` whose table ``table_key`` holds them (the embedding is
         written into that table).
       views, hidden_size_v, hidden_size, n_neighbors, mik, dropout, deterministic_embedding,
-        gre_semantics, variant, seed: the model (:class:`Model`). ``k_graph`` is the deprecated
+        gre_semantics, variant, improved_options, seed: the model (:class:`Model`);
+        ``variant='improved'`` trains on views it computes from what pp stored and writes a
+        read-out, spatially smoothed embedding (:class:`~scniche_jax.config.ImprovedOptions`). ``k_graph`` is the deprecated
         name of ``n_neighbors``.
       epochs, lr, lr_patience, lr_factor, min_lr, patience, min_delta, restore_best, ari_every,
         ari_k, ari_stop_threshold, ari_stop_patience, batch_num, cells_per_batch, precision,
@@ -64,7 +67,7 @@ def fit(adata: ad.AnnData, *, views: Optional[Sequence[str]] = None,
         raise ValueError(f"key_added must be a non-empty string, got {key_added!r}.")
     model_options = dict(views=views, hidden_size_v=hidden_size_v, hidden_size=hidden_size, n_neighbors=n_neighbors,
                          mik=mik, dropout=dropout, deterministic_embedding=deterministic_embedding,
-                         gre_semantics=gre_semantics, variant=variant, seed=seed)
+                         gre_semantics=gre_semantics, variant=variant, improved_options=improved_options, seed=seed)
     model = Model(**model_options)
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir, the folder of the checkpoints to resume from.")
@@ -85,7 +88,7 @@ def fit(adata: ad.AnnData, *, views: Optional[Sequence[str]] = None,
         return model
     run = model._train(adata, epochs=remaining, **options)
     k_embed = model._keys()[3]
-    adata.obsm[key_added] = model._embed_batches(run, adata.n_obs, k_embed)
+    adata.obsm[key_added] = model._final_embedding(adata, run, k_embed)
     return model
 
 

@@ -1,36 +1,31 @@
-"""Pieces of ``variant="improved"``: better views, a non-empty consensus graph, spatial smoothing.
+"""The pieces of ``variant="improved"``, as pure functions (arrays in, arrays out).
 
 The reference model (REFERENCE.md) is flat on labelled data mostly because of what it is
 fed and how its embedding is read out, not because of its layers: raw composition at one
 scale is dominated by the abundant cell types, the consensus graph is empty from about
-2,000 cells on, and KMeans on a per-cell embedding sees no spatial context. This module
-holds the fixes as pure functions (arrays in, arrays out) plus :class:`ImprovedOptions`,
-so that ``fit`` can wire them in without touching the reference path:
+2,000 cells on, and KMeans on a per-cell embedding sees no spatial context. The variant
+(options: :class:`~scniche_jax.config.ImprovedOptions`) changes, in the order
+:class:`~scniche_jax.Model` applies them:
 
 1. :func:`improved_views` (before the view graphs are built): the cell-type composition of
    each cell's k nearest spatial neighbours at several scales (``scales``, within each
-   slice, computed from ``obsm['spatial']`` and the cell-type column), and the
-   expression views ``pp`` stored (``X_data``, ``X_data_nbr``); every column z-scored per
-   slice (``standardise``), which weighs rare cell types like abundant ones and puts the
-   slices of a multi-slice set on one scale.
-2. :func:`majority_consensus` (instead of the frozen GFN's ``build_consensus``): the
-   consensus graph keeps the edges that at least ``consensus_votes`` of the V view graphs
-   share, plus one self-loop per node: never empty, whatever the graph size.
-3. :func:`readout` (after the embedding): the standardised embedding side by side with the
-   standardised composition view (weight ``concat_composition``, in units of the embedding's
-   total variance), and, with
-   ``ensemble > 1``, several shorter-trained models side by side.
-4. :func:`smooth_embedding` (after the readout, before ``tl.clustering``): replaces each
-   cell's embedding ``smooth_steps`` times by the mean over its ``smooth_k`` nearest
-   spatial neighbours (itself included, within its slice).
-5. ``deterministic_embedding=True`` (already a ``fit`` option): no dropout when embedding.
+   slice, from ``obsm['spatial']`` and the cell-type column pp recorded), and pp's
+   expression views (``X_data``, ``X_data_nbr``); every column z-scored (the expression
+   within each slice).
+2. :func:`majority_consensus` (instead of the frozen fusion network's consensus): edges
+   that at least ``consensus_votes`` view graphs share, plus self-loops: never empty.
+3. ``deterministic_embedding=True``: no dropout when embedding.
+4. :func:`readout` (after the embedding): the embedding z-scored (within each slice with
+   ``slice_readout``) side by side with the standardised composition and neighbourhood
+   expression (weights ``concat_composition``, ``concat_expression``).
+5. :func:`smooth_embedding`: ``smooth_steps`` passes of the mean over each cell's
+   ``smooth_k`` nearest spatial neighbours (within its slice).
 
-Every piece is its own option; :data:`ABLATIONS` names the one-piece-off variants that
-``benchmarks/niche_quality.py`` reports.
+:data:`ABLATIONS` names the one-piece-off variants that ``benchmarks/niche_quality.py``
+reports.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from typing import Optional, Sequence
 
 import numpy as np
@@ -38,70 +33,30 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.neighbors import NearestNeighbors
 
+from .config import ImprovedOptions
+from .consensus import majority_consensus
+
 __all__ = ["ImprovedOptions", "ABLATIONS", "slice_groups", "spatial_mean_operator", "standardise_per_slice",
-           "multiscale_composition", "improved_views", "majority_consensus", "readout", "smooth_embedding",
-           "infer_celltype_key"]
+           "multiscale_composition", "data_keys", "improved_views", "majority_consensus", "readout",
+           "smooth_embedding", "finish_embedding", "infer_celltype_key"]
 
 
-@dataclass(frozen=True)
-class ImprovedOptions:
-    """Options of ``variant="improved"`` (defaults = the improved variant).
-
-    Attributes:
-      scales: neighbourhood sizes (cells, the cell itself included) of the composition view;
-        ``()`` keeps pp's ``X_cn_norm`` (k_cutoff + 1 cells) as the only composition.
-      standardise: z-score every view column within each slice.
-      expression_views: also use pp's ``X_data`` and ``X_data_nbr`` as views.
-      consensus: ``"majority"`` (edges shared by ``consensus_votes`` view graphs) or
-        ``"gfn"`` (the reference's frozen graph fusion network).
-      consensus_votes: view graphs that must share an edge (capped at the number of views).
-      smooth_k: spatial neighbours (itself included) of the embedding smoothing.
-      smooth_steps: smoothing passes; 0 turns smoothing off.
-      deterministic_embedding: embed with dropout off.
-      concat_composition: > 0 appends the standardised composition view, with this weight,
-        to the standardised embedding before smoothing (:func:`readout`).
-      ensemble: train this many models (seeds ``seed, seed+1, …``), each with
-        ``epochs // ensemble`` epochs (same total cost), and concatenate their standardised
-        embeddings (:func:`readout`).
-      slice_readout: z-score the embedding within each slice in the readout.
-    """
-
-    scales: tuple[int, ...] = (10, 20, 50)
-    standardise: bool = True
-    expression_views: bool = True
-    consensus: str = "majority"
-    consensus_votes: int = 2
-    smooth_k: int = 20
-    smooth_steps: int = 2
-    deterministic_embedding: bool = True
-    concat_composition: float = 2.0
-    ensemble: int = 1
-    slice_readout: bool = False
-
-    def __post_init__(self):
-        if any(int(k) < 1 for k in self.scales):
-            raise ValueError(f"scales must be positive neighbourhood sizes, got {self.scales!r}.")
-        if self.consensus not in ("majority", "gfn"):
-            raise ValueError(f"consensus must be 'majority' or 'gfn', got {self.consensus!r}.")
-        if self.ensemble < 1 or self.concat_composition < 0:
-            raise ValueError("ensemble must be >= 1 and concat_composition >= 0.")
-        if self.consensus_votes < 1 or self.smooth_k < 1 or self.smooth_steps < 0:
-            raise ValueError("consensus_votes and smooth_k must be >= 1 and smooth_steps >= 0.")
-
-
-ABLATIONS: dict[str, ImprovedOptions] = {
-    "improved": ImprovedOptions(),
-    "improved-no_multiscale": ImprovedOptions(scales=()),
-    "improved-no_standardise": ImprovedOptions(standardise=False),
-    "improved-no_smoothing": ImprovedOptions(smooth_steps=0),
-    "improved-gfn_consensus": ImprovedOptions(consensus="gfn"),
-    "improved-dropout_embedding": ImprovedOptions(deterministic_embedding=False),
-    "improved-no_expression_views": ImprovedOptions(expression_views=False),
-    "improved-concat1": ImprovedOptions(concat_composition=1.0),
-    "improved-no_concat_composition": ImprovedOptions(concat_composition=0.0),
-    "improved-slice_readout": ImprovedOptions(slice_readout=True),
-    "improved-ensemble3": ImprovedOptions(ensemble=3),
+ABLATIONS: dict[str, dict] = {
+    "improved": {},
+    "improved-no_multiscale": {"improved_options": ImprovedOptions(scales=())},
+    "improved-no_standardise": {"improved_options": ImprovedOptions(standardise=False)},
+    "improved-no_expression_views": {"improved_options": ImprovedOptions(expression_views=False)},
+    "improved-gfn_consensus": {"improved_options": ImprovedOptions(consensus="gfn")},
+    "improved-per_slice_composition": {"improved_options": ImprovedOptions(composition_per_slice=True)},
+    "improved-no_concat_composition": {"improved_options": ImprovedOptions(concat_composition=0.0)},
+    "improved-no_concat_expression": {"improved_options": ImprovedOptions(concat_expression=0.0)},
+    "improved-no_readout_features": {"improved_options": ImprovedOptions(concat_composition=0.0,
+                                                                         concat_expression=0.0)},
+    "improved-no_slice_readout": {"improved_options": ImprovedOptions(slice_readout=False)},
+    "improved-no_smoothing": {"improved_options": ImprovedOptions(smooth_steps=0)},
+    "improved-dropout_embedding": {"deterministic_embedding": False},
 }
+"""One-piece-off variants: ``fit`` keywords added to ``variant="improved"`` (benchmark rows)."""
 
 
 def slice_groups(n_cells: int, slices: Optional[Sequence] = None) -> np.ndarray:
@@ -173,75 +128,72 @@ def infer_celltype_key(adata) -> Optional[str]:
     return hits[0] if len(hits) == 1 else None
 
 
-def improved_views(adata, celltype_key: Optional[str] = None, sample_key: Optional[str] = None,
-                   options: ImprovedOptions = ImprovedOptions()) -> dict[str, np.ndarray]:
+def data_keys(adata, options: ImprovedOptions) -> tuple[str, Optional[str], str]:
+    """``(celltype_key, sample_key, spatial_key)`` of ``adata``: the options', else what pp recorded.
+
+    Raises:
+      ValueError: no cell-type column can be found, or a named column is missing.
+    """
+    recorded = adata.uns.get("CN_params", {}) or {}
+    celltype_key = options.celltype_key or recorded.get("celltype_key") or infer_celltype_key(adata)
+    sample_key = options.sample_key or recorded.get("sample_key")
+    spatial_key = recorded.get("spatial_key", "spatial")
+    if celltype_key is None:
+        raise ValueError("variant='improved' needs the cell-type column and cannot find it: run "
+                         "scniche_jax.pp.cal_spatial_neighbors (it records it) or pass "
+                         "improved_options=ImprovedOptions(celltype_key='...').")
+    for name, key in (("celltype_key", celltype_key), ("sample_key", sample_key)):
+        if key is not None and key not in adata.obs:
+            raise ValueError(f"{name}={key!r} is not a column of adata.obs; pass "
+                             f"improved_options=ImprovedOptions({name}='...') with one of {list(adata.obs.columns)}.")
+    if spatial_key not in adata.obsm:
+        raise ValueError(f"variant='improved' needs the coordinates adata.obsm[{spatial_key!r}] that pp used.")
+    return celltype_key, sample_key, spatial_key
+
+
+def improved_views(adata, options: ImprovedOptions = ImprovedOptions()) -> dict[str, np.ndarray]:
     """The improved variant's view matrices (float32), computed from what ``pp`` stored.
 
     Args:
       adata: after ``pp.cal_spatial_neighbors`` + ``cal_spatial_exp`` or ``process_multi_slices``
         (``obsm['spatial']``, ``obsm['X_cn_norm']``, ``obsm['X_data']``, ``obsm['X_data_nbr']``).
-      celltype_key: cell-type column; inferred from ``uns['CN_order']`` when None.
-      sample_key: slice column (None: one slice).
-      options: :class:`ImprovedOptions`.
+      options: :class:`ImprovedOptions` (scales, standardisation, expression views, the
+        cell-type and slice columns).
 
     Returns:
-      ``{"X_ms_comp": ..., "X_data_std": ..., "X_data_nbr_std": ...}`` (the last two only
-      with ``expression_views``); names are ``obsm`` keys ``fit`` may use.
+      ``{name: matrix}``: the views the model trains on (``options.view_names``, in that
+      order, ``X_ms_comp`` first), plus ``X_data_nbr_std`` when only the readout uses it.
     """
+    celltype_key, sample_key, spatial_key = data_keys(adata, options)
     groups = slice_groups(adata.n_obs, None if sample_key is None else adata.obs[sample_key])
     if options.scales:
-        key = celltype_key or infer_celltype_key(adata)
-        if key is None or key not in adata.obs:
-            raise ValueError("the improved variant needs the cell-type column: pass celltype_key=... "
-                             "(the one given to pp).")
-        comp = multiscale_composition(adata.obsm["spatial"], adata.obs[key], groups, options.scales,
+        comp = multiscale_composition(adata.obsm[spatial_key], adata.obs[celltype_key], groups, options.scales,
                                       adata.uns.get("CN_order"))
     else:
         comp = np.asarray(adata.obsm["X_cn_norm"], np.float64)
-    prep = (lambda x: standardise_per_slice(x, groups)) if options.standardise else (
-        lambda x: np.asarray(x, np.float64))
-    views = {"X_ms_comp": prep(comp)}
-    if options.expression_views:
-        views["X_data_std"] = prep(adata.obsm["X_data"])
-        views["X_data_nbr_std"] = prep(adata.obsm["X_data_nbr"])
+    one = slice_groups(adata.n_obs)
+    if options.standardise:
+        views = {"X_ms_comp": standardise_per_slice(comp, groups if options.composition_per_slice else one)}
+    else:
+        views = {"X_ms_comp": comp}
+    if options.expression_views or options.concat_expression > 0:
+        for key in ("X_data", "X_data_nbr"):
+            x = np.asarray(adata.obsm[key], np.float64)
+            views[f"{key}_std"] = standardise_per_slice(x, groups) if options.standardise else x
     return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in views.items()}
 
 
-def majority_consensus(view_graphs, votes: int = 2):
-    """Consensus graph of one graph or batch: edges in at least ``votes`` of the view graphs.
+def readout(embeddings: Sequence[np.ndarray], features: Sequence[tuple[np.ndarray, float]] = (),
+            groups: Optional[np.ndarray] = None) -> np.ndarray:
+    """One representation from one or more embeddings and weighted feature blocks.
 
-    A drop-in for :func:`scniche_jax.consensus.build_consensus` (same return type): symmetric,
-    every node keeps exactly one self-loop, and ``fused`` holds the kept off-diagonal edges.
-    ``loss_gre`` is 0 (this graph has no parameters to fit).
+    Each embedding is z-scored per column (within each slice when ``groups`` are given: the
+    slice-aware readout) and scaled to unit total variance; each feature block of
+    ``features`` (matrix, weight) is z-scored and scaled to ``weight``² total variance;
+    they are concatenated. One embedding, no features and no ``groups`` returns it unchanged.
     """
-    from .consensus import Consensus, view_adjacency
-
-    n = view_graphs[0].n_nodes
-    need = min(int(votes), len(view_graphs))
-    count = sum(view_adjacency(v) for v in view_graphs).tocsr()
-    keep = (count >= need).astype(np.float32).tocsr()
-    keep.setdiag(0)
-    keep.eliminate_zeros()
-    keep = keep.maximum(keep.T).tocsr()
-    keep.sort_indices()
-    coo = keep.tocoo()
-    loops = np.arange(n, dtype=np.int32)
-    senders = np.concatenate([coo.row.astype(np.int32), loops])
-    receivers = np.concatenate([coo.col.astype(np.int32), loops])
-    return Consensus(keep, senders, receivers, 0.0)
-
-
-def readout(embeddings: Sequence[np.ndarray], composition: Optional[np.ndarray] = None,
-            weight: float = 0.0, groups: Optional[np.ndarray] = None) -> np.ndarray:
-    """One representation from one or more embeddings (ensemble members) and the composition view.
-
-    Each member is z-scored per column and scaled to unit total variance, so that members
-    (and the composition view, scaled to ``weight``² total variance) weigh the same whatever
-    their width; they are concatenated. With ``groups`` (slices) the embeddings are z-scored
-    within each slice (slice-aware readout). One member, ``weight=0`` and no ``groups``
-    returns it unchanged.
-    """
-    if len(embeddings) == 1 and weight == 0 and groups is None:
+    features = [(x, w) for x, w in features if w > 0]
+    if len(embeddings) == 1 and not features and groups is None:
         return np.asarray(embeddings[0], np.float32)
 
     def unit(x, per_slice=False):
@@ -252,9 +204,7 @@ def readout(embeddings: Sequence[np.ndarray], composition: Optional[np.ndarray] 
             x = (x - x.mean(0)) / np.where(x.std(0) > 1e-8, x.std(0), 1.0)
         return x / np.sqrt(x.shape[1])
 
-    parts = [unit(z, per_slice=True) for z in embeddings]
-    if weight > 0 and composition is not None:
-        parts.append(weight * unit(composition))
+    parts = [unit(z, per_slice=True) for z in embeddings] + [w * unit(x) for x, w in features]
     return np.ascontiguousarray(np.hstack(parts), dtype=np.float32)
 
 
@@ -267,3 +217,21 @@ def smooth_embedding(z: np.ndarray, coords: np.ndarray, groups: np.ndarray, k: i
         for _ in range(steps):
             z = op @ z
     return np.ascontiguousarray(z, dtype=np.float32)
+
+
+def finish_embedding(z: np.ndarray, adata, views: dict[str, np.ndarray], options: ImprovedOptions) -> np.ndarray:
+    """The variant's final representation of ``adata``'s cells: :func:`readout`, then :func:`smooth_embedding`.
+
+    Args:
+      z: the model's embedding (cells × latent).
+      adata: the cells (``obsm['spatial']`` and the slice column are read).
+      views: :func:`improved_views` of the same cells.
+      options: :class:`ImprovedOptions`.
+    """
+    _, sample_key, spatial_key = data_keys(adata, options)
+    groups = slice_groups(adata.n_obs, None if sample_key is None else adata.obs[sample_key])
+    features = [(views["X_ms_comp"], options.concat_composition)]
+    if options.concat_expression > 0:
+        features.append((views["X_data_nbr_std"], options.concat_expression))
+    rep = readout([z], features, groups if options.slice_readout else None)
+    return smooth_embedding(rep, adata.obsm[spatial_key], groups, options.smooth_k, options.smooth_steps)

@@ -23,8 +23,9 @@ from . import validation as val
 from ._deprecation import renamed_kwargs
 from ._spatialdata import resolve_table
 from .batching import batch_size_of, cells_from_batches
-from .config import BatchConfig, DataShape, ModelConfig, OptimizerConfig, StoppingConfig
+from .config import BatchConfig, DataShape, ImprovedOptions, ModelConfig, OptimizerConfig, StoppingConfig
 from .history import History
+from .improved import finish_embedding, improved_views
 from .loop import LoopState, run_training
 from .memory import check_memory
 from .networks import GraphFusionNetwork
@@ -50,6 +51,7 @@ class _Run(NamedTuple):
     graph_batches: GraphBatch
     placement: Placement
     settings: StepSettings
+    readout_views: Optional[dict] = None  # variant="improved": improved_views(...), for the readout
 
 
 def read_views(adata: ad.AnnData, views: Sequence[str]) -> list[np.ndarray]:
@@ -80,7 +82,11 @@ class Model:
       deterministic_embedding: embed with dropout off (default); False reproduces the
         reference's random final embedding.
       gre_semantics: ``'gpu'`` reports ``loss_gre`` with R, ``'cpu'`` with R + Rᵀ.
-      variant: ``'reference'`` (the model exactly as the reference computes it).
+      variant: ``'reference'`` (the model exactly as the reference computes it) or
+        ``'improved'`` (better niches: views, consensus graph, readout and smoothing of
+        :class:`~scniche_jax.config.ImprovedOptions`, computed from what pp stored; leave
+        ``views`` unset).
+      improved_options: the improved variant's options (None: its defaults).
       seed: seed of every random choice (initialisation, dropout, negatives, probes).
 
     Attributes:
@@ -96,11 +102,11 @@ class Model:
     def __init__(self, *, views: Optional[Sequence[str]] = None, hidden_size_v: Sequence[int] = (10,),
                  hidden_size: Sequence[int] = (32, 10), n_neighbors: int = 20, mik: int = 5, dropout: float = 0.1,
                  deterministic_embedding: bool = True, gre_semantics: str = "gpu", variant: str = "reference",
-                 seed: int = 0):
+                 improved_options: Optional[ImprovedOptions] = None, seed: int = 0):
         self.config = ModelConfig(views=DEFAULT_VIEWS if views is None else views, hidden_size_v=hidden_size_v,
                                   hidden_size=hidden_size, n_neighbors=n_neighbors, mik=mik, dropout=dropout,
                                   deterministic_embedding=deterministic_embedding, gre_semantics=gre_semantics,
-                                  variant=variant, seed=seed)
+                                  variant=variant, improved_options=improved_options, seed=seed)
         self.data_shape: Optional[DataShape] = None
         self.optimizer_config: Optional[OptimizerConfig] = None
         self.stopping_config: Optional[StoppingConfig] = None
@@ -204,7 +210,7 @@ class Model:
             checkpoint_dir = persistence.check_writable_dir(checkpoint_dir, "checkpoint_dir")
             val.check_positive_int(checkpoint_every, "checkpoint_every")
         val.check_unique_obs_names(adata)
-        features = read_views(adata, self.config.views)
+        features, readout_views = self._view_matrices(adata)
         input_sizes = tuple(f.shape[1] for f in features)
         batch_num = resolve_batch_num(adata.n_obs, batching.batch_num, batching.cells_per_batch,
                                       placement.platform, placement.n_devices)
@@ -228,7 +234,8 @@ class Model:
             self.gfn_params = GraphFusionNetwork(size).init(k_gfn, jnp.zeros((1, size), jnp.float32))["params"]
         settings = StepSettings.of(self.config, batching)
         host_batches = build_host_batches(features, batches, self.gfn_params, self.config.n_neighbors,
-                                          self.config.mik, self.config.gre_semantics, batching.block_size, progress)
+                                          self.config.mik, self.config.gre_semantics, batching.block_size, progress,
+                                          **self._consensus_options())
         loop = self._loop
         if self._state is not None:
             state = self._state
@@ -261,7 +268,20 @@ class Model:
         self._loop = replace(loop, best_params=jax.device_get(loop.best_params))
         self.params = jax.device_get(final_params)
         self.discriminator_params = self._state.discriminator
-        return _Run(batches, graph_batches, placement, settings)
+        return _Run(batches, graph_batches, placement, settings, readout_views)
+
+    def _view_matrices(self, adata: ad.AnnData) -> tuple[list[np.ndarray], Optional[dict]]:
+        """The views' feature matrices, and (improved variant) all its views, for the readout."""
+        if self.config.variant == "improved":
+            views = improved_views(adata, self.config.improved_options)
+            return [views[k] for k in self.config.views], views
+        return read_views(adata, self.config.views), None
+
+    def _consensus_options(self) -> dict[str, Any]:
+        options = self.config.improved_options
+        if options is None:
+            return {}
+        return {"consensus": options.consensus, "consensus_votes": options.consensus_votes}
 
     def _keys(self):
         """``(init, fusion network, training, embedding)`` keys from the seed."""
@@ -281,11 +301,13 @@ class Model:
     # --- embedding ------------------------------------------------------------------------
 
     def embed(self, adata: ad.AnnData, *, seed: Optional[int] = None, table_key: Optional[str] = None) -> np.ndarray:
-        """The embedding of ``adata``'s cells (n_obs × latent_dim), computed anew.
+        """The embedding of ``adata``'s cells, computed anew (what ``fit`` writes to ``obsm``).
 
         The view graphs are built from ``adata``'s views. An AnnData of the training size is
         embedded exactly as in training (the same batches); other data is cut into batches of
-        the model's graph size (the fusion network's width), each cell embedded once.
+        the model's graph size (the fusion network's width), each cell embedded once. With
+        ``variant='improved'`` the embedding is then read out with the composition view and
+        smoothed over spatial neighbours (:func:`scniche_jax.improved.finish_embedding`).
 
         Args:
           adata: cells with the same views (same ``obsm`` keys and widths) as the model's.
@@ -293,13 +315,14 @@ class Model:
           table_key: the table of a SpatialData (default ``'table'``).
 
         Returns:
-          float32 array in ``adata.obs_names`` order; ``adata`` is not modified.
+          float32 array (n_obs × latent_dim, wider with the improved readout) in
+          ``adata.obs_names`` order; ``adata`` is not modified.
         """
         adata = resolve_table(adata, table_key)
         if not self.is_trained:
             raise ValueError("this model is not trained yet; call model.train(adata) first.")
         val.check_unique_obs_names(adata)
-        features = read_views(adata, self.config.views)
+        features, readout_views = self._view_matrices(adata)
         d = self.data_shape
         for key, f, width in zip(self.config.views, features, d.input_sizes):
             if f.shape[1] != width:
@@ -308,19 +331,28 @@ class Model:
         batches = embedding_batches(adata.n_obs, d.batch_size, d.batch_num, self.config.seed)
         block_size = self.batch_config.block_size if self.batch_config is not None else BatchConfig().block_size
         host = build_host_batches(features, batches, self.gfn_params, self.config.n_neighbors, self.config.mik,
-                                  self.config.gre_semantics, block_size)
+                                  self.config.gre_semantics, block_size, **self._consensus_options())
         settings = StepSettings.of(self.config, self.batch_config or BatchConfig())
         placement = Placement.of(None)
         key = None if seed is None else jax.random.key(seed)
-        return self._embed_batches(_Run(batches, placement.put_batches(host), placement, settings), adata.n_obs, key)
+        run = _Run(batches, placement.put_batches(host), placement, settings, readout_views)
+        return self._final_embedding(adata, run, key)
 
     def _embed_batches(self, run: _Run, n_cells: int, dropout_key=None) -> np.ndarray:
+        """The model's embedding of the run's cells (before any readout)."""
         if self.config.deterministic_embedding:
             dropout_key = None
         elif dropout_key is None:
             dropout_key = jax.random.fold_in(jax.random.key(self.config.seed), 1)
         z = run.placement.embed(self.params, run.graph_batches, dropout_key, run.settings)
         return np.asarray(cells_from_batches(np.asarray(z), run.batches, n_cells), dtype=np.float32)
+
+    def _final_embedding(self, adata: ad.AnnData, run: _Run, dropout_key=None) -> np.ndarray:
+        """The embedding, read out and smoothed by ``variant='improved'``."""
+        z = self._embed_batches(run, adata.n_obs, dropout_key)
+        if self.config.variant == "improved":
+            z = finish_embedding(z, adata, run.readout_views, self.config.improved_options)
+        return z
 
     # --- torch interop ----------------------------------------------------------------------
 

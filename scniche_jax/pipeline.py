@@ -16,7 +16,7 @@ import jraph
 import numpy as np
 
 from .batching import auto_batch_num, fixed_size_batches, reference_batch_indices
-from .consensus import Consensus, PreparedGfn, build_consensus
+from .consensus import Consensus, PreparedGfn, build_consensus, majority_consensus
 from .graphs import ViewGraph, build_view_graph, graphs_tuple, neighbour_lists, pos_weight
 from .progress import progress_bar
 
@@ -74,7 +74,7 @@ def embedding_batches(n_cells: int, batch_size: int, batch_num: Optional[int], s
 
 def build_host_batches(features: Sequence[np.ndarray], batches: Sequence[np.ndarray], gfn_params,
                        n_neighbors: int, mik: int, gre_semantics: str, block_size: int,
-                       progress: bool = False) -> GraphBatch:
+                       progress: bool = False, consensus: str = "gfn", consensus_votes: int = 2) -> GraphBatch:
     """View graphs and consensus of every batch, stacked as one host ``GraphBatch``.
 
     The kNN searches of all batches run in a thread pool (scikit-learn's tree queries release
@@ -88,6 +88,9 @@ def build_host_batches(features: Sequence[np.ndarray], batches: Sequence[np.ndar
       n_neighbors, mik: kNN neighbours of the view graphs and MI positives per view.
       gre_semantics, block_size: see :class:`scniche_jax.config.ModelConfig` / ``BatchConfig``.
       progress: show a bar over the batches.
+      consensus: ``'gfn'`` (the reference: the frozen fusion network's thresholded graph) or
+        ``'majority'`` (edges shared by ``consensus_votes`` view graphs; ``variant='improved'``).
+      consensus_votes: see ``consensus``.
     """
     def view_graphs(idx):
         return [build_view_graph(f[idx], n_neighbors, mik) for f in features]
@@ -96,7 +99,12 @@ def build_host_batches(features: Sequence[np.ndarray], batches: Sequence[np.ndar
     gfn_params = PreparedGfn.of(gfn_params)  # once for all batches
     with ThreadPoolExecutor(max_workers=workers) as pool:
         graphs_per_batch = pool.map(view_graphs, batches)
-        per_batch = [(graphs, build_consensus(gfn_params, graphs, gre_semantics, block_size))
+        def fused(graphs):
+            if consensus == "majority":
+                return majority_consensus(graphs, consensus_votes)
+            return build_consensus(gfn_params, graphs, gre_semantics, block_size)
+
+        per_batch = [(graphs, fused(graphs))
                      for graphs in progress_bar(graphs_per_batch, total=len(batches), desc="graphs",
                                                 disable=not progress or len(batches) < 2, leave=False)]
     return assemble_batches(per_batch)

@@ -106,6 +106,10 @@ def _order_key(key_added: str) -> str:
     return "CN_order" if key_added == "X_cn" else f"{key_added}_order"
 
 
+def _params_key(key_added: str) -> str:
+    return "CN_params" if key_added == "X_cn" else f"{key_added}_params"
+
+
 def _check_key_added(key_added: Any) -> str:
     if not isinstance(key_added, str) or not key_added:
         raise ValueError(f"key_added must be a non-empty string, got {key_added!r}.")
@@ -149,8 +153,9 @@ def cal_spatial_neighbors(adata: Any, celltype_key: str = "Cell_type",
         still accepted with a ``DeprecationWarning``).
       verbose: log progress at INFO level.
       copy: work on and return a copy; otherwise change ``adata`` in place and return None.
-      key_added: ``obsm`` key of the counts; the fractions go to ``obsm[key_added + '_norm']``
-        and the column order to ``uns['CN_order']`` (``uns[key_added + '_order']`` for a
+      key_added: ``obsm`` key of the counts; the fractions go to ``obsm[key_added + '_norm']``,
+        the column order to ``uns['CN_order']`` and the cell-type and coordinate keys to
+        ``uns['CN_params']`` (``uns[key_added + '_order']`` / ``'_params'`` for a
         non-default ``key_added``).
       use_graph: neighbours from a precomputed graph instead of ``mode``: True for squidpy's
         ``obsp['spatial_connectivities']`` (``squidpy.gr.spatial_neighbors``) or any ``obsp``
@@ -181,6 +186,7 @@ def cal_spatial_neighbors(adata: Any, celltype_key: str = "Cell_type",
     with np.errstate(invalid="ignore", divide="ignore"):
         norm = counts / counts.sum(axis=1, keepdims=True)
     adata.uns[_order_key(key_added)] = order
+    adata.uns[_params_key(key_added)] = {"celltype_key": celltype_key, "spatial_key": spatial_key}
     adata.obsm[key_added] = counts
     adata.obsm[f"{key_added}_norm"] = norm
     return adata if copy else None
@@ -288,7 +294,8 @@ def process_multi_slices(adata: Any, celltype_key: str = "Cell_type", sample_key
 
     Returns:
       A new AnnData, the slices concatenated in sorted slice order (as the reference), with
-      NaNs in ``X_cn*`` replaced by 0 (the default output names). ``adata`` itself is not
+      NaNs in ``X_cn*`` replaced by 0 (the default output names); ``uns['CN_params']``
+      records the cell-type, coordinate and slice keys (``variant='improved'`` reads them). ``adata`` itself is not
       modified; for a SpatialData the new AnnData also replaces ``sdata.tables[table_key]``.
     """
     source = adata
@@ -321,6 +328,7 @@ def process_multi_slices(adata: Any, celltype_key: str = "Cell_type", sample_key
     out.obsm["X_cn"] = np.nan_to_num(out.obsm["X_cn"])
     out.obsm["X_cn_norm"] = np.nan_to_num(out.obsm["X_cn_norm"])
     out.uns["CN_order"] = order
+    out.uns["CN_params"] = {"celltype_key": celltype_key, "spatial_key": spatial_key, "sample_key": sample_key}
     if source is not adata:
         replace_table(source, table_key, out)
     return out

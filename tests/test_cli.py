@@ -104,3 +104,18 @@ def test_fit_without_n_niches_chooses_them_by_stability(merfish_subset, tmp_path
     assert 3 <= summary["n_niches_chosen"] <= 6 and len(summary["niches"]) == summary["n_niches_chosen"]
     results = ad.read_h5ad(out / "adata.h5ad")
     assert results.obs["scNiche"].nunique() == summary["n_niches_chosen"] and not results.uns
+
+
+def test_improved_variant_fits_and_embeds(merfish_subset, tmp_path):
+    out = tmp_path / "improved"
+    fit = _cli("fit", merfish_subset, "--out", out, "--sample-key", "slice", "--epochs", 2, "--n-niches", 4,
+               "--quiet", "--variant", "improved")
+    assert fit.returncode == 0, fit.stderr
+    width = 10 + 3 * 9 + 20  # the embedding ⊕ 9 cell types at 3 scales ⊕ 20 PCs of neighbourhood expression
+    assert ad.read_h5ad(out / "adata.h5ad").obsm["X_scniche"].shape == (800, width)
+    assert json.loads((out / "config.json").read_text())["model"]["variant"] == "improved"
+    embedded = tmp_path / "embedded.h5ad"
+    emb = _cli("embed", out, merfish_subset, "--out", embedded, "--sample-key", "slice")
+    assert emb.returncode == 0, emb.stderr
+    np.testing.assert_allclose(ad.read_h5ad(embedded).obsm["X_scniche"],
+                               ad.read_h5ad(out / "adata.h5ad").obsm["X_scniche"], atol=1e-5)

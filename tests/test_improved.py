@@ -50,15 +50,20 @@ def test_multiscale_composition_rows_are_fractions_and_scale_one_is_the_cell_typ
 
 def test_improved_views_from_what_pp_stored(toy):
     assert imp.infer_celltype_key(toy) == "Cell_type"
-    views = imp.improved_views(toy, sample_key="slice")
-    assert set(views) == {"X_ms_comp", "X_data_std", "X_data_nbr_std"}
+    assert toy.uns["CN_params"] == {"celltype_key": "Cell_type", "spatial_key": "spatial", "sample_key": "slice"}
+    assert imp.data_keys(toy, imp.ImprovedOptions()) == ("Cell_type", "slice", "spatial")
+    views = imp.improved_views(toy)
+    assert list(views) == ["X_ms_comp", "X_data_std", "X_data_nbr_std"]
     n_types = len(toy.uns["CN_order"])
     assert views["X_ms_comp"].shape == (toy.n_obs, 3 * n_types)
     assert all(v.dtype == np.float32 and np.isfinite(v).all() for v in views.values())
     s1 = (toy.obs["slice"] == "s1").to_numpy()
-    np.testing.assert_allclose(views["X_data_std"][s1].mean(0), 0, atol=1e-5)
-    only = imp.improved_views(toy, "Cell_type", "slice", imp.ImprovedOptions(scales=(), standardise=False,
-                                                                              expression_views=False))
+    np.testing.assert_allclose(views["X_data_std"][s1].mean(0), 0, atol=1e-5)       # expression: per slice
+    np.testing.assert_allclose(views["X_ms_comp"].mean(0), 0, atol=1e-5)            # composition: all cells
+    assert np.abs(views["X_ms_comp"][s1].mean(0)).max() > 0.05
+    per_slice = imp.improved_views(toy, imp.ImprovedOptions(composition_per_slice=True))
+    np.testing.assert_allclose(per_slice["X_ms_comp"][s1].mean(0), 0, atol=1e-5)
+    only = imp.improved_views(toy, imp.ImprovedOptions(scales=(), standardise=False, expression_views=False))
     np.testing.assert_allclose(only["X_ms_comp"], toy.obsm["X_cn_norm"], rtol=1e-6)
 
 
@@ -67,7 +72,7 @@ def test_majority_consensus_keeps_shared_edges_and_is_never_empty(toy):
     from scniche_jax.model import GraphFusionNetwork
     import jax
     import jax.numpy as jnp
-    feats = imp.improved_views(toy, sample_key="slice")
+    feats = imp.improved_views(toy)
     graphs = [build_view_graph(f, 20, 5) for f in feats.values()]
     cons = imp.majority_consensus(graphs, votes=2)
     n = toy.n_obs
@@ -106,13 +111,20 @@ def test_options_are_checked_and_the_reference_path_is_untouched():
     import scniche_jax.pipeline as pipeline
     assert pipeline.build_consensus is consensus.build_consensus
     assert set(imp.ABLATIONS) >= {"improved", "improved-no_smoothing", "improved-gfn_consensus"}
+    with pytest.raises(ValueError, match="concat_composition"):
+        imp.ImprovedOptions(concat_composition=-1)
+    with pytest.raises(ValueError, match="scales"):
+        imp.ImprovedOptions(scales=(10, 0))
 
 
 def test_readout_concatenates_unit_variance_parts():
     rng = np.random.default_rng(4)
     z1, z2, comp = rng.normal(size=(50, 3)) * 7, rng.normal(size=(50, 10)), rng.uniform(size=(50, 6))
     np.testing.assert_array_equal(imp.readout([z1]), z1.astype(np.float32))
-    r = imp.readout([z1, z2], comp, weight=0.5)
+    r = imp.readout([z1, z2], [(comp, 0.5), (z2, 0.0)])
     assert r.shape == (50, 19)
     var = [r[:, :3].var(0).sum(), r[:, 3:13].var(0).sum(), r[:, 13:].var(0).sum()]
     np.testing.assert_allclose(var, [1.0, 1.0, 0.25], rtol=1e-5)
+    groups = np.array(["a"] * 25 + ["b"] * 25, dtype=object)
+    per_slice = imp.readout([z1 + 10 * (groups == "b")[:, None]], groups=groups)
+    np.testing.assert_allclose(per_slice[25:].mean(0), 0, atol=1e-5)             # slice offsets removed
