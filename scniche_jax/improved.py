@@ -197,11 +197,7 @@ def readout(embeddings: Sequence[np.ndarray], features: Sequence[tuple[np.ndarra
         return np.asarray(embeddings[0], np.float32)
 
     def unit(x, per_slice=False):
-        x = np.asarray(x, np.float64)
-        if per_slice and groups is not None:
-            x = standardise_per_slice(x, groups)
-        else:
-            x = (x - x.mean(0)) / np.where(x.std(0) > 1e-8, x.std(0), 1.0)
+        x = standardise_per_slice(x, groups if per_slice and groups is not None else slice_groups(len(x)))
         return x / np.sqrt(x.shape[1])
 
     parts = [unit(z, per_slice=True) for z in embeddings] + [w * unit(x) for x, w in features]
