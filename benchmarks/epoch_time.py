@@ -83,15 +83,59 @@ def run_one(spec: str, epochs: int, warmup: int) -> dict:
             "jax": jax.__version__}
 
 
+def run_fit(spec: str, few: int = 5, many: int = 15, repeats: int = 3) -> dict:
+    """Seconds per epoch as a user waits for them: ``(fit(many) - fit(few)) / (many - few)``.
+
+    Run by ``parity/bench.py`` next to the reference timed the same way.
+
+    ``sj.fit`` with its defaults (LR plateau, history, best-epoch restore, embedding) after one
+    warm-up fit (compilation); each count is timed ``repeats`` times, alternating, medians used.
+    Graph building and the final embedding are in both fits and cancel.
+    """
+    import numpy as np
+
+    import scniche_jax as sj
+
+    n_cells, mode, precision = spec.split(":")
+    n_cells = int(n_cells)
+    batch_num = None if mode == "full" else int(mode)
+    adata = sj.datasets.synthetic(n_cells, n_niches=8, n_cell_types=12, n_genes=50, seed=0)
+    sj.pp.cal_spatial_neighbors(adata, "Cell_type", n_neighbors=20, verbose=False)
+    sj.pp.cal_spatial_exp(adata, is_pca=True, n_comps=20, n_neighbors=20, verbose=False)
+
+    def timed_fit(n_epochs: int) -> float:
+        start = time.perf_counter()
+        sj.fit(adata, epochs=n_epochs, batch_num=batch_num, precision=precision, progress=False)
+        return time.perf_counter() - start
+
+    t_warmup = timed_fit(2)
+    times = {few: [], many: []}
+    for _ in range(repeats):
+        for n_epochs in (few, many):
+            times[n_epochs].append(timed_fit(n_epochs))
+    fit_few, fit_many = float(np.median(times[few])), float(np.median(times[many]))
+    return {"config": spec, "fit_epoch_s": (fit_many - fit_few) / (many - few), "fit_s_by_epochs":
+            {str(few): times[few], str(many): times[many]}, "warmup_fit_s": t_warmup,
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+            "allocator": os.environ.get("LD_PRELOAD") or "glibc malloc"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="*", default=None, help="configs CELLS:full|BATCHES:bf16|fp32")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child-fit", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--fit-epochs", type=int, nargs=2, default=(5, 15), help=argparse.SUPPRESS)
+    parser.add_argument("--repeats", type=int, default=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(run_one(args.child, args.epochs, args.warmup)))
+        return
+    if args.child_fit:
+        few, many = args.fit_epochs
+        print(json.dumps(run_fit(args.child_fit, few, many, args.repeats)))
         return
     rows = []
     for spec in args.only or DEFAULT_GRID:

@@ -323,10 +323,12 @@ def fused_matrix(gfn_params, adjacency_sum: sp.csr_matrix, block: int = 1024, me
         results = []
         for s in range(0, n, screen_block):
             rows = order[s:s + screen_block]
-            width = min(max(-(-int(counts[rows].max()) // 32) * 32, 32), idx.shape[1])
+            # Widths in steps of 32 (zero padding adds exact zeros), so batches share compiled screens.
+            width = max(-(-int(counts[rows].max()) // 32) * 32, 32)
+            used = min(width, idx.shape[1])
             b_idx = np.zeros((screen_block, width), np.int32)
             b_val = np.zeros((screen_block, width), np.float32)
-            b_idx[: rows.size], b_val[: rows.size] = idx[rows, :width], val[rows, :width]
+            b_idx[: rows.size, :used], b_val[: rows.size, :used] = idx[rows, :used], val[rows, :used]
             results.append((rows, _screen_block(gfn.screen_arrays, jnp.asarray(b_idx), jnp.asarray(b_val), threshold)))
         rs, cs, candidates = [], [], []
         for rows, (bits, cand) in results:

@@ -25,3 +25,10 @@ def test_scale_benchmark_runs_every_phase():
 def test_epoch_time_benchmark_child_runs():
     out = _json_of("benchmarks/epoch_time.py", "--child", "600:full:fp32", "--epochs", "1", "--warmup", "1")
     assert out["cells"] == 600 and out["batches"] == 1 and out["epoch_s_median"] > 0
+
+
+def test_epoch_time_through_fit_runs():
+    out = _json_of("benchmarks/epoch_time.py", "--child-fit", "300:full:bf16", "--fit-epochs", "1", "3",
+                   "--repeats", "1")
+    assert out["config"] == "300:full:bf16" and set(out["fit_s_by_epochs"]) == {"1", "3"}
+    assert out["fit_s_by_epochs"]["3"][0] > 0 and out["warmup_fit_s"] > 0

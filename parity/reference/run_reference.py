@@ -222,6 +222,19 @@ def bench(args) -> None:
         out["fit_s"] = time.perf_counter() - start
         per_epoch = np.diff(stamps[: args.epochs])[args.warmup:]
         out["epoch_s_median"] = float(np.median(per_epoch))
+    if args.fit_epochs:
+        # What a user waits for per epoch: (fit with many epochs - fit with few) / the difference,
+        # each a fresh Runner (its construction and final embedding cancel in the difference).
+        fit_s = {}
+        for n_epochs in args.fit_epochs:
+            torch.manual_seed(0)
+            runner = (tr.Runner_batch if args.batch_num else tr.Runner)(adata, device="cpu", verbose=False)
+            start = time.perf_counter()
+            runner.fit(lr=0.01, epochs=n_epochs)
+            fit_s[str(n_epochs)] = time.perf_counter() - start
+        few, many = min(args.fit_epochs), max(args.fit_epochs)
+        out["fit_s_by_epochs"] = fit_s
+        out["fit_epoch_s"] = (fit_s[str(many)] - fit_s[str(few)]) / (many - few)
     out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     out["torch"] = torch.__version__
     with open(args.out, "w") as handle:
@@ -251,6 +264,8 @@ def main() -> None:
     b.add_argument("--epochs", type=int, default=22, help="0: preprocessing and graphs only")
     b.add_argument("--warmup", type=int, default=1)
     b.add_argument("--threads", type=int, default=2)
+    b.add_argument("--fit-epochs", type=int, nargs="*", default=None,
+                   help="also time whole fits with these epoch counts (e.g. 5 15)")
     b.add_argument("--out", required=True)
     args = parser.parse_args()
     {"osmfish": osmfish, "forward": forward, "train": train, "bench": bench}[args.job](args)
