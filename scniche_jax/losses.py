@@ -189,7 +189,8 @@ def mutual_info_loss(discriminator: Callable[[jax.Array, jax.Array], jax.Array],
     """``Σ_c −mean_i[log(D(z_i, z_mik[i,c]) + ε) + log(1 − D(z_i, z_neg[c,i]) + ε)]``, ε = 1e-6.
 
     Args:
-      discriminator: maps (left, right) pairs to logits; ``D = sigmoid(logit)``.
+      discriminator: maps feature-major pairs ``(left, right)``, each (d, N), to N logits;
+        ``D = sigmoid(logit)`` (:func:`scniche_jax.networks.discriminator_logits`).
       z: (B, d) embedding.
       mik: (B, C) partner index of each term.
       negatives: (C, B) one random permutation of the rows per term.
@@ -197,10 +198,13 @@ def mutual_info_loss(discriminator: Callable[[jax.Array, jax.Array], jax.Array],
     Returns:
       fp32 scalar.
     """
-    left = jnp.broadcast_to(z[None], (mik.shape[1],) + z.shape)
-    d_pos = jax.nn.sigmoid(discriminator(left, z[mik.T]))
-    d_neg = jax.nn.sigmoid(discriminator(left, z[negatives]))
-    per_term = jnp.log(d_pos + MIM_EPS) + jnp.log(one_minus(d_neg) + MIM_EPS)
+    n_terms, n = mik.shape[1], z.shape[0]
+    partners = jnp.concatenate([mik.T, negatives], axis=0)           # (2C, B): positives, then negatives
+    z_t = z.T
+    left = jnp.broadcast_to(z_t[:, None, :], (z_t.shape[0], 2 * n_terms, n)).reshape(z_t.shape[0], -1)
+    right = z_t[:, partners].reshape(z_t.shape[0], -1)
+    d = jax.nn.sigmoid(discriminator(left, right)).reshape(2 * n_terms, n)
+    per_term = jnp.log(d[:n_terms] + MIM_EPS) + jnp.log(one_minus(d[n_terms:]) + MIM_EPS)
     return -jnp.sum(jnp.mean(per_term, axis=1))
 
 

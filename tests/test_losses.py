@@ -81,7 +81,7 @@ def test_reconstruction_loss_equals_bce_with_logits():
 def test_mim_epsilon_when_discriminator_saturates(logit, expected_pos, expected_neg):
     n, c = 6, 2
     z = jnp.ones((n, 3))
-    disc = lambda left, right: jnp.full(left.shape[:-1], logit, jnp.float32)
+    disc = lambda left, right: jnp.full(left.shape[1:], logit, jnp.float32)
     mik = jnp.zeros((n, c), jnp.int32)
     neg = jnp.tile(jnp.arange(n, dtype=jnp.int32), (c, 1))
     loss = mutual_info_loss(disc, z, mik, neg)
@@ -96,7 +96,7 @@ def test_mim_matches_formula():
     rng = np.random.default_rng(0)
     z = jnp.asarray(rng.normal(size=(n, d)), jnp.float32)
     w = jnp.asarray(rng.normal(size=(2 * d,)), jnp.float32)
-    disc = lambda left, right: jnp.concatenate([left, right], -1) @ w
+    disc = lambda left, right: w @ jnp.concatenate([left, right], 0)   # feature-major pairs
     mik = jnp.asarray(rng.integers(0, n, size=(n, c)), jnp.int32)
     neg = jnp.asarray(np.stack([rng.permutation(n) for _ in range(c)]), jnp.int32)
     zn = np.asarray(z, np.float64)

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scniche_jax.graphs import gcn_edge_weights, graphs_tuple
-from scniche_jax.networks import Discriminator, GraphConv, GraphFusionNetwork, MGAE
+from scniche_jax.networks import Discriminator, GraphConv, GraphFusionNetwork, MGAE, discriminator_logits
 
 
 def test_graphconv_uses_out_degree_of_source_and_in_degree_of_destination():
@@ -79,3 +79,16 @@ def test_mgae_shapes_and_dropout_masks_per_view():
     # Fusion dropout acts before the shared encoder: z itself moves with the dropout key.
     z3, _ = model.apply(params, views, consensus, deterministic=False, rngs={"dropout": jax.random.key(4)})
     assert not np.allclose(np.asarray(z2), np.asarray(z3))
+
+
+def test_feature_major_discriminator_equals_the_module():
+    """``discriminator_logits`` on transposed pairs gives the flax Discriminator's logits."""
+    d, n = 10, 257
+    disc = Discriminator(d).init(jax.random.key(3), jnp.zeros((1, d)), jnp.zeros((1, d)))["params"]
+    rng = np.random.default_rng(0)
+    left, right = (jnp.asarray(rng.normal(size=(n, d)), jnp.float32) for _ in range(2))
+    with jax.default_matmul_precision("highest"):
+        rows = Discriminator(d).apply({"params": disc}, left, right)
+        columns = discriminator_logits(disc, left.T, right.T)
+    np.testing.assert_allclose(np.asarray(columns), np.asarray(rows), rtol=1e-6, atol=1e-6)
+    assert float(jnp.std(rows)) > 1e-3  # the pairs give different logits: the check has teeth
