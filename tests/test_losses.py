@@ -128,3 +128,12 @@ def test_sample_negatives_are_permutations():
     for row in neg:
         assert np.array_equal(np.sort(row), np.arange(257))
     assert len({tuple(r) for r in neg}) == 15
+
+
+def test_loss_block_size_is_cache_sized_on_cpu_only():
+    from scniche_jax.step import loss_block_size
+    assert loss_block_size(1024, 4000, "gpu") == 1024 and loss_block_size(1024, 4000, "tpu") == 1024
+    assert loss_block_size(1024, 4000, "cpu") == 262          # 2^20 // 4000
+    assert loss_block_size(1024, 5000, "cpu") == 256          # never below 256 rows
+    assert loss_block_size(1024, 1000, "cpu") == 1024         # small graphs: unchanged (then ⌈B/2⌉)
+    assert loss_block_size(128, 4000, "cpu") == 128           # an explicit smaller block is kept
