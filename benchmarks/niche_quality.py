@@ -19,8 +19,9 @@ Methods (``--list`` prints them):
 - ``improved``: ``sj.fit(variant="improved")``; its ablations ``improved-no_*`` turn one
   piece off (``scniche_jax.improved.ABLATIONS``); ``improved-no_model`` clusters the
   variant's read-out, smoothed views without training (what the model adds).
-- peers, only when their optional extra is installed (``pip install -e ".[peers]"``):
-  ``cellcharter_pca``, ``banksy``, ``stagate``.
+- peers (``benchmarks/peers.py``), each only when its package imports: ``cellcharter_pca``
+  and ``banksy`` (``pip install -e ".[peers]"``), ``cellcharter_scvi`` (also ``scvi-tools``)
+  and ``stagate`` (``stagate-modern``).
 
 Preprocessing is the users' default path: counts are total-count normalised and log1p'd
 (one-hot or already log-normalised ``X`` is left alone), then ``pp.process_multi_slices``
