@@ -179,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="range searched when --n-niches is not given (default 2 12)")
     f.add_argument("--no-cluster", action="store_true", help="train and save only, no niches")
     f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
+    f.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="B² loss matmul operands (auto: fp32 on a CPU, bf16 on a GPU)")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     add_pp(f)
     f.set_defaults(run=cmd_fit)

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 def fit(adata: ad.AnnData, *, views: Optional[Sequence[str]] = None,
         hidden_size_v: Sequence[int] = (10,), hidden_size: Sequence[int] = (32, 10),
         n_neighbors: int = 20, mik: int = 5, batch_num: Optional[int | str] = None, epochs: int = 100,
-        lr: float = 0.01, seed: int = 0, precision: str = "bf16", progress: bool = True,
+        lr: float = 0.01, seed: int = 0, precision: str = "auto", progress: bool = True,
         patience: Optional[int] = None, min_delta: float = 0.0, restore_best: bool = True,
         lr_patience: Optional[int] = 5, lr_factor: float = 0.5, min_lr: float = 1e-6,
         ari_every: Optional[int] = None, ari_k: int = 10, ari_stop_threshold: Optional[float] = None,

@@ -210,7 +210,47 @@ def mutual_info_loss(discriminator: Callable[[jax.Array, jax.Array], jax.Array],
     return -jnp.sum(jnp.mean(per_term, axis=1))
 
 
+def _inverse_mod_2_32(a: jax.Array) -> jax.Array:
+    """The inverse of odd uint32 ``a`` modulo 2^32 (Newton's iteration doubles the correct bits)."""
+    x = a  # a·a ≡ 1 (mod 8): three correct bits
+    for _ in range(4):  # 3 → 6 → 12 → 24 → 48 bits
+        x = x * (jnp.uint32(2) - a * x)
+    return x
+
+
 def sample_negatives(key: jax.Array, n_terms: int, n_nodes: int) -> jax.Array:
-    """``n_terms`` independent uniform random permutations of ``range(n_nodes)`` (int32)."""
-    bits = jax.random.bits(key, (n_terms, n_nodes), jnp.uint32)
-    return jnp.argsort(bits, axis=1).astype(jnp.int32)
+    """``n_terms`` independent random permutations of ``range(n_nodes)`` (int32).
+
+    Each row sorts one uint32 per node: random high bits above the node's index, so the sort
+    has one operand (an argsort's key-value sort was 4x slower on CPU: 2.5 vs 0.6 ms for
+    15 x 1,000, the largest single op of a 1,000-cell step). The index is first mapped through
+    a random bijection ``i → a·i + b (mod 2^bits)`` (a odd), which makes every tie in the high
+    bits (0.1 per row at 1,000 nodes, 22 random bits) fall either way with probability exactly
+    1/2, as in a uniform shuffle, instead of always in index order.
+    """
+    n_bits = max(1, (n_nodes - 1).bit_length())
+    if n_bits > 24:
+        raise ValueError(f"sample_negatives packs node indices into 24 bits; got {n_nodes} nodes per batch")
+    k_bits, k_a, k_b = jax.random.split(key, 3)
+    bits = jax.random.bits(k_bits, (n_terms, n_nodes), jnp.uint32)
+    a = jax.random.bits(k_a, (n_terms, 1), jnp.uint32) | jnp.uint32(1)
+    b = jax.random.bits(k_b, (n_terms, 1), jnp.uint32)
+    return shuffle_by_keys(bits, a, b, n_bits)
+
+
+def shuffle_by_keys(bits: jax.Array, a: jax.Array, b: jax.Array, n_bits: int) -> jax.Array:
+    """Row permutations ordering nodes by the high bits of ``bits``, ties by ``a·i + b mod 2^n_bits``.
+
+    Args:
+      bits: (rows, n) uint32 random keys (their low ``n_bits`` are ignored).
+      a, b: (rows, 1) uint32, ``a`` odd.
+      n_bits: index bits, ``2^n_bits >= n``.
+
+    Returns:
+      (rows, n) int32, each row a permutation of ``range(n)``.
+    """
+    low = jnp.uint32((1 << n_bits) - 1)
+    index = jax.lax.broadcasted_iota(jnp.uint32, bits.shape, 1)
+    packed = (bits & ~low) | ((a * index + b) & low)
+    mapped = jnp.sort(packed, axis=1) & low
+    return ((_inverse_mod_2_32(a) * (mapped - b)) & low).astype(jnp.int32)

@@ -79,7 +79,7 @@ def step_bytes(shapes: BatchShapes, hidden_size_v: Sequence[int], hidden_size: S
     """Working memory of one training step (the documented formula)."""
     b = shapes.n_cells
     rows = loss_block(b, block_size)
-    per_block = 3.5 if precision == "bf16" else 3.0
+    per_block = 3.0 if precision == "fp32" else 3.5  # 'auto' counted as bf16, the larger
     elements = (per_block * rows * b + 0.15 * hidden_size_v[0] * sum(shapes.edges)
                 + 9 * shapes.mik_columns * b * hidden_size[-1] + 2 * b * sum(shapes.input_sizes))
     return int(4 * elements)

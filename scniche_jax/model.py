@@ -23,7 +23,8 @@ from . import validation as val
 from ._deprecation import renamed_kwargs
 from ._spatialdata import resolve_table
 from .batching import batch_size_of, cells_from_batches
-from .config import BatchConfig, DataShape, ImprovedOptions, ModelConfig, OptimizerConfig, StoppingConfig
+from .config import (BatchConfig, DataShape, ImprovedOptions, ModelConfig, OptimizerConfig, StoppingConfig,
+                     resolve_precision)
 from .history import History
 from .improved import finish_embedding, improved_views
 from .loop import LoopState, run_training
@@ -160,7 +161,7 @@ class Model:
               restore_best: bool = True, ari_every: Optional[int] = None, ari_k: int = 10,
               ari_stop_threshold: Optional[float] = None, ari_stop_patience: int = 2,
               batch_num: Optional[int | str] = None, cells_per_batch: Optional[int] = None,
-              precision: str = "bf16", block_size: int = 1024, memory_limit: Optional[float] = None,
+              precision: str = "auto", block_size: int = 1024, memory_limit: Optional[float] = None,
               devices: Optional[Sequence[jax.Device]] = None, checkpoint_dir: Optional[PathLike] = None,
               checkpoint_every: int = 10, progress: bool = True, table_key: Optional[str] = None) -> None:
         """Trains for up to ``epochs`` more epochs; a second call continues where this one stopped.
@@ -206,6 +207,8 @@ class Model:
             "ari_stop_patience")})
         placement = Placement.of(devices)
         batching = BatchConfig(n_devices=placement.n_devices, **options)
+        # Recorded as run: a saved model says which precision trained it.
+        batching = replace(batching, precision=resolve_precision(batching.precision, placement.platform))
         if checkpoint_dir is not None:
             checkpoint_dir = persistence.check_writable_dir(checkpoint_dir, "checkpoint_dir")
             val.check_positive_int(checkpoint_every, "checkpoint_every")

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from .config import BatchConfig, ModelConfig
+from .config import BatchConfig, ModelConfig, resolve_precision
 from .losses import mutual_info_loss, reconstruction_loss, sample_negatives
 from .networks import MGAE, Discriminator, discriminator_logits
 from .optimizer import make_optimizer
@@ -67,7 +67,7 @@ class StepSettings:
       n_views: number of views V.
       dropout: dropout rate of fusion and decoder while training (reference: 0.1, always on).
       precision: ``'bf16'`` (bf16 operands, fp32 accumulation in the B² loss matmuls) or
-        ``'fp32'``.
+        ``'fp32'`` (:meth:`of` resolves ``'auto'``).
       block_size: rows per block of the B² loss.
     """
 
@@ -83,13 +83,15 @@ class StepSettings:
            platform: str = "gpu") -> "StepSettings":
         """The step settings of a model and its batch layout on ``platform``.
 
-        ``batch_size`` (cells per graph) and ``platform`` set the B² loss's block:
-        :func:`loss_block_size`.
+        ``batch_size`` (cells per graph) and ``platform`` set the B² loss's block
+        (:func:`loss_block_size`); ``platform`` resolves ``precision='auto'``
+        (:func:`~scniche_jax.config.resolve_precision`).
         """
         block = batching.block_size if batch_size is None else loss_block_size(batching.block_size, batch_size,
                                                                                 platform)
         return cls(hidden_size_v=model.hidden_size_v, hidden_size=model.hidden_size, n_views=len(model.views),
-                   dropout=model.dropout, precision=batching.precision, block_size=block)
+                   dropout=model.dropout, precision=resolve_precision(batching.precision, platform),
+                   block_size=block)
 
     @property
     def mgae(self) -> MGAE:

@@ -5,7 +5,8 @@ import pytest
 
 from scniche_jax.graphs import neighbour_lists, symmetric_knn_adjacency
 from scniche_jax.losses import (MIM_EPS, dense_softplus_sum, edge_correction_sum, mutual_info_loss, one_minus,
-                                reconstruction_loss, sample_negatives)
+                                reconstruction_loss, sample_negatives,
+                                shuffle_by_keys)
 
 
 def _symmetric_graph(n, k, seed):
@@ -128,6 +129,25 @@ def test_sample_negatives_are_permutations():
     for row in neg:
         assert np.array_equal(np.sort(row), np.arange(257))
     assert len({tuple(r) for r in neg}) == 15
+
+
+def test_sample_negatives_sizes_and_ties():
+    for n in (1, 2, 3, 1000, 1024, 1025):
+        neg = np.asarray(sample_negatives(jax.random.key(n), 3, n))
+        assert all(np.array_equal(np.sort(r), np.arange(n)) for r in neg), n
+    # Every key tied: the order comes from the random bijection alone, and node 0 must precede
+    # node 1 in half the rows (a sort that broke ties by index would give 1.0).
+    rows, n = 20000, 8
+    a = jax.random.bits(jax.random.key(1), (rows, 1), jnp.uint32) | jnp.uint32(1)
+    b = jax.random.bits(jax.random.key(2), (rows, 1), jnp.uint32)
+    perm = np.asarray(shuffle_by_keys(jnp.zeros((rows, n), jnp.uint32), a, b, 3))
+    assert all(np.array_equal(np.sort(r), np.arange(n)) for r in perm[:100])
+    first = np.argmax(perm == 0, axis=1) < np.argmax(perm == 1, axis=1)
+    assert abs(first.mean() - 0.5) < 0.02
+    # random keys dominate the bijection: the position of node 0 is uniform
+    neg = np.asarray(sample_negatives(jax.random.key(3), 8000, 4))
+    counts = np.bincount(np.argmax(neg == 0, axis=1), minlength=4)
+    assert np.all(np.abs(counts / 8000 - 0.25) < 0.02)
 
 
 def test_loss_block_size_is_cache_sized_on_cpu_only():

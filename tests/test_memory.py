@@ -9,7 +9,7 @@ from conftest import synthetic_views
 from scniche_jax.consensus import Consensus
 from scniche_jax.graphs import build_view_graph
 from scniche_jax.memory import RUNTIME_BYTES, BatchShapes, batch_bytes, estimate, state_bytes, step_bytes
-from scniche_jax.config import BatchConfig, ModelConfig
+from scniche_jax.config import BatchConfig, ModelConfig, resolve_precision
 from scniche_jax.pipeline import assemble_batches, batch_at, build_host_batches
 from scniche_jax.step import StepSettings, init_state, train_epoch
 
@@ -74,7 +74,8 @@ def cells():
 def test_a_run_that_does_not_fit_is_refused_with_a_batch_num_that_fits(cells):
     a = cells.copy()
     widths = tuple(a.obsm[v].shape[1] for v in ("X_cn_norm", "X_data", "X_data_nbr"))
-    full = estimate(2000, None, widths, ModelConfig(n_neighbors=10), BatchConfig())
+    # what fit estimates on a CPU, where precision='auto' trains in fp32
+    full = estimate(2000, None, widths, ModelConfig(n_neighbors=10), BatchConfig(precision=resolve_precision("auto", "cpu")))
     limit = full.device + full.host + RUNTIME_BYTES - 1  # one byte short of the full graph on a CPU
     with pytest.raises(ValueError) as err:
         sj.fit(a, n_neighbors=10, epochs=1, progress=False, memory_limit=limit)
@@ -102,3 +103,15 @@ def test_auto_batch_num_reports_its_choice(cells, capsys):
     assert "batch_num='auto' chose batch_num=4 (batches of 500 cells) for 2,000 cells" in capsys.readouterr().err
     with pytest.raises(ValueError, match="cells_per_batch only applies"):
         sj.fit(a, n_neighbors=10, epochs=1, batch_num=4, cells_per_batch=500, progress=False)
+
+
+def test_auto_precision_is_fp32_on_a_cpu_and_bf16_on_accelerators():
+    assert resolve_precision("auto", "cpu") == "fp32"
+    assert resolve_precision("auto", "gpu") == "bf16" and resolve_precision("auto", "tpu") == "bf16"
+    assert resolve_precision("bf16", "cpu") == "bf16" and resolve_precision("fp32", "gpu") == "fp32"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        resolve_precision("fp16", "cpu")
+    model = sj.Model()
+    a = synthetic_views(300, n_niches=3, n_cell_types=4, n_genes=10, seed=0, n_neighbors=5, n_comps=4)
+    model.train(a, epochs=1, progress=False)
+    assert model.batch_config.precision == "fp32"   # recorded as run (this suite runs on CPUs)
