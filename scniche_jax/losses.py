@@ -231,11 +231,10 @@ def sample_negatives(key: jax.Array, n_terms: int, n_nodes: int) -> jax.Array:
     n_bits = max(1, (n_nodes - 1).bit_length())
     if n_bits > 24:
         raise ValueError(f"sample_negatives packs node indices into 24 bits; got {n_nodes} nodes per batch")
-    k_bits, k_a, k_b = jax.random.split(key, 3)
-    bits = jax.random.bits(k_bits, (n_terms, n_nodes), jnp.uint32)
-    a = jax.random.bits(k_a, (n_terms, 1), jnp.uint32) | jnp.uint32(1)
-    b = jax.random.bits(k_b, (n_terms, 1), jnp.uint32)
-    return shuffle_by_keys(bits, a, b, n_bits)
+    # one draw for keys and bijections: on a CPU each draw is a rolled loop with its own overhead
+    bits = jax.random.bits(key, (n_terms, n_nodes + 2), jnp.uint32)
+    a = bits[:, n_nodes:n_nodes + 1] | jnp.uint32(1)
+    return shuffle_by_keys(bits[:, :n_nodes], a, bits[:, n_nodes + 1:], n_bits)
 
 
 def shuffle_by_keys(bits: jax.Array, a: jax.Array, b: jax.Array, n_bits: int) -> jax.Array:
