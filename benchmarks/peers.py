@@ -81,6 +81,10 @@ def _is_counts(x) -> bool:
     return bool(x.size and np.all(x >= 0) and np.allclose(x, np.round(x)))
 
 
+def _is_one_hot(x: np.ndarray) -> bool:
+    return bool(np.all((x == 0) | (x == 1)) and np.all(x.sum(1) == 1))
+
+
 def _raw_counts(ctx) -> tuple[np.ndarray, str]:
     """The cells' raw counts and where they came from (``X`` as stored when there are none).
 
@@ -102,12 +106,10 @@ def _raw_counts(ctx) -> tuple[np.ndarray, str]:
         rows = src.obs_names.get_indexer(a.obs_names)
         if np.all(rows >= 0) and list(src.var_names) == list(a.var_names):
             x = dense(src.X)[rows]
-            one_hot = bool(np.all((x == 0) | (x == 1)) and np.all(x.sum(1) == 1))
-            if _is_counts(x) and not one_hot:
+            if _is_counts(x) and not _is_one_hot(x):
                 return x, f"raw counts (X of {path.name})"
     x = np.asarray(a.obsm["X_data"], np.float32)
-    one_hot = bool(np.all((x == 0) | (x == 1)) and np.all(x.sum(1) == 1))
-    return x, ("one-hot X (no counts)" if one_hot else "log-normalised X (no counts)")
+    return x, ("one-hot X (no counts)" if _is_one_hot(x) else "log-normalised X (no counts)")
 
 
 def run_cellcharter_scvi(ctx) -> dict:
