@@ -83,7 +83,7 @@ def main(out_path, name, seeds):
         for tag, lab in cands.items():
             sc = nq.score_run(d.truth, d.labelled, d.slices, np.asarray(lab).astype(str))
             rec = {"set": name, "seed": seed, "tag": tag, "ari": sc["all"]["ari"],
-                   "ari_slice": sc["slice_mean"]["ari"] if sc.get("slice_mean") else None,
+                   "ari_slice": sc["slice_mean"]["ari"],
                    "nmi": sc["all"]["nmi"], "f1": sc["all"]["f1"], "fit_s": fit_s}
             out.write(json.dumps(rec) + "\n")
             out.flush()

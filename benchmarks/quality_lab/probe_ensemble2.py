@@ -33,11 +33,12 @@ def main(out_path, name, seeds):
             np.save(p, np.asarray(a.obsm["X_scniche"], np.float64))
         return np.load(p)
 
-    def unit(z):
-        z = imp.standardise_per_slice(z, groups)
-        return z / np.sqrt(z.shape[1])
+    def unit(x, g=groups):
+        x = imp.standardise_per_slice(x, g)
+        return x / np.sqrt(x.shape[1])
 
-    feats = [o.concat_composition * unit_all(views["X_ms_comp"]), o.concat_expression * unit_all(views["X_data_nbr_std"])]
+    one = imp.slice_groups(d.adata.n_obs)
+    feats = [o.concat_composition * unit(views["X_ms_comp"], one), o.concat_expression * unit(views["X_data_nbr_std"], one)]
     out = open(out_path, "a")
     for seed in seeds:
         zs = [z_of(seed), z_of(seed + 1000)]
@@ -49,12 +50,6 @@ def main(out_path, name, seeds):
             sc = nq.score_run(d.truth, d.labelled, d.slices, b.obs["scNiche"].astype(str).to_numpy())
             rec = {"set": name, "seed": seed, "tag": tag, "ari": sc["all"]["ari"], "ari_slice": sc["slice_mean"]["ari"]}
             out.write(json.dumps(rec) + "\n"); out.flush(); print(rec, flush=True)
-
-
-def unit_all(x):
-    from scniche_jax import improved as imp
-    x = imp.standardise_per_slice(x, imp.slice_groups(len(x)))
-    return x / np.sqrt(x.shape[1])
 
 
 if __name__ == "__main__":

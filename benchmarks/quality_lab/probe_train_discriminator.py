@@ -15,6 +15,7 @@ import niche_quality as nq  # noqa: E402
 
 def patch():
     import jax
+    import optax
     from scniche_jax import step
     from scniche_jax.losses import sample_negatives
     from scniche_jax.optimizer import make_optimizer
@@ -35,7 +36,6 @@ def patch():
             state.params, disc, batch, negatives, dropout_key, settings)
         new = step.apply_gradients(state._replace(discriminator=disc), g_p)
         upd, disc_state = disc_opt.update(g_d, disc_state, disc)
-        import optax
         return new._replace(discriminator=(optax.apply_updates(disc, upd), disc_state)), losses
 
     step.make_state = make_state
