@@ -254,14 +254,22 @@ def batch_mode(ctx: Context):
     return "auto" if ctx.data.adata.n_obs > ctx.batch_above else None
 
 
+def clustering_kwargs(fit_kwargs: dict) -> dict:
+    """``tl.clustering`` keywords for a fit: the improved variant's spatial prior, nothing for the reference."""
+    import scniche_jax as sj
+    if fit_kwargs.get("variant") != "improved":
+        return {}
+    return (fit_kwargs.get("improved_options") or sj.ImprovedOptions()).clustering_kwargs
+
+
 def run_variant(ctx: Context, **fit_kwargs) -> dict:
-    """``sj.fit`` (with ``fit_kwargs``, e.g. ``variant="improved"``) + ``tl.clustering(n_niches=K)``."""
+    """``sj.fit`` (with ``fit_kwargs``, e.g. ``variant="improved"``) + ``tl.clustering(n_niches=K)`` (+ the variant's spatial prior)."""
     import scniche_jax as sj
     adata = ctx.data.adata.copy()
     t0 = time.perf_counter()
     model = sj.fit(adata, epochs=ctx.epochs, seed=ctx.seed, progress=False, batch_num=batch_mode(ctx), **fit_kwargs)
     fit_s = time.perf_counter() - t0
-    sj.tl.clustering(adata, n_niches=ctx.data.n_labels)
+    sj.tl.clustering(adata, n_niches=ctx.data.n_labels, **clustering_kwargs(fit_kwargs))
     epochs_run = len(model.history["loss"]["total"])
     return {"labels": adata.obs["scNiche"].astype(str).to_numpy(), "fit_s": fit_s, "epochs_run": epochs_run,
             "s_per_epoch": fit_s / max(epochs_run, 1), "batch_num": model.data_shape.batch_num}
@@ -284,7 +292,7 @@ def run_views_only(ctx: Context) -> dict:
     rep = imp.readout([], features)
     adata.obsm["X_scniche"] = imp.smooth_embedding(rep, adata.obsm[spatial_key], groups, options.smooth_k,
                                                    options.smooth_steps)
-    sj.tl.clustering(adata, n_niches=ctx.data.n_labels)
+    sj.tl.clustering(adata, n_niches=ctx.data.n_labels, **options.clustering_kwargs)
     return {"labels": adata.obs["scNiche"].astype(str).to_numpy()}
 
 
@@ -309,7 +317,7 @@ def _improved_methods() -> dict[str, Method]:
                         f"sj.fit(variant='improved', {', '.join(f'{k}={v!r}' for k, v in kwargs.items())})")
            for name, kwargs in ABLATIONS.items()}
     out["improved-no_model"] = Method(run_views_only, "ablation",
-                                      "the improved readout features without the embedding, smoothed, KMeans (no model)")
+                                      "the improved readout features without the embedding, smoothed, KMeans + spatial prior (no model)")
     return out
 
 

@@ -94,7 +94,9 @@ def cmd_fit(args) -> dict:
         n_niches = chosen = sj.tl.cluster_stability(adata, n_niches=tuple(args.n_niches_range), key_added="stability")
         del adata.uns["stability"]  # the results file keeps the niches, not the search
     if n_niches:
-        sj.tl.clustering(adata, n_niches=n_niches)
+        # The improved variant's embedding is clustered with its spatial prior.
+        prior = model.config.improved_options.clustering_kwargs if args.variant == "improved" else {}
+        sj.tl.clustering(adata, n_niches=n_niches, **prior)
     model.save(out, adata=adata, overwrite=args.overwrite)
     stop = model.history.early_stop
     summary = {"command": "fit", "cells": adata.n_obs, "out": str(out.resolve()), "epochs_run": stop.stopped_epoch,
@@ -123,7 +125,8 @@ def cmd_cluster(args) -> dict:
     import scniche_jax as sj
 
     adata = _read(args.input)
-    sj.tl.clustering(adata, n_niches=args.n_niches, method=args.method, use_rep=args.use_rep)
+    sj.tl.clustering(adata, n_niches=args.n_niches, method=args.method, use_rep=args.use_rep,
+                     spatial_prior=args.spatial_prior, spatial_neighbors=args.spatial_neighbors)
     _write(adata, args.out, args.overwrite)
     return {"command": "cluster", "cells": adata.n_obs, "out": str(Path(args.out).resolve()),
             "niches": {str(k): int(v) for k, v in adata.obs["scNiche"].value_counts().sort_index().items()}}
@@ -198,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--n-niches", type=int, required=True)
     c.add_argument("--method", choices=["kmeans", "leiden"], default="kmeans")
     c.add_argument("--use-rep", default="X_scniche")
+    c.add_argument("--spatial-prior", type=float, default=0.0,
+                   help="weight of the spatial Potts prior on the niches (0: none; 1.5 for --variant improved)")
+    c.add_argument("--spatial-neighbors", type=int, default=75, help="spatial neighbours of the prior (default 75)")
     c.add_argument("--out", required=True, help="output .h5ad")
     c.add_argument("--overwrite", action="store_true")
     c.set_defaults(run=cmd_cluster)

@@ -1,7 +1,11 @@
 """Clustering of embeddings into niches (arrays in, integer labels out)."""
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
+import pandas as pd
+import scipy.sparse as sp
 from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
@@ -73,3 +77,88 @@ def stability_scores(x: np.ndarray, k_range: tuple[int, int], max_runs: int = 10
               if k - 1 in pair_scores}
     best_k = max(scores, key=lambda k: np.mean(scores[k]))
     return scores, int(best_k), runs
+
+
+def spatial_neighbour_shares(coords: np.ndarray, groups: Optional[np.ndarray], n_neighbors: int) -> sp.csr_matrix:
+    """Row-stochastic N×N matrix over each cell's ``n_neighbors`` nearest cells of its own slice.
+
+    The cell itself is left out; a slice with too few cells uses all the others. Row ``i``
+    times a one-hot label matrix is the share of ``i``'s neighbours in each niche.
+
+    Args:
+      coords: (N, ≥2) coordinates (the first two are used).
+      groups: one slice id per cell, or None for one slice.
+      n_neighbors: neighbours per cell.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    coords = np.asarray(coords, np.float64)[:, :2]
+    n = coords.shape[0]
+    groups = np.zeros(n, dtype=np.int64) if groups is None else np.asarray(groups)
+    rows, cols = [], []
+    for g in pd.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        k = min(int(n_neighbors) + 1, idx.size)
+        if k < 2:
+            continue
+        _, nb = NearestNeighbors(n_neighbors=k).fit(coords[idx]).kneighbors(coords[idx])
+        src = np.repeat(idx, k)
+        dst = idx[nb.ravel()]
+        # kneighbors lists the query point first only without ties at distance 0, so drop
+        # self by identity rather than by position.
+        keep = src != dst
+        rows.append(src[keep])
+        cols.append(dst[keep])
+    if not rows:
+        return sp.csr_matrix((n, n))
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    # Each row keeps exactly k - 1 others (k - 1 + 1 when self was not among them).
+    w = sp.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(n, n))
+    w.data[:] = 1.0
+    counts = np.asarray(w.sum(axis=1)).ravel()
+    return (sp.diags(np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)) @ w).tocsr()
+
+
+def potts_refine(x: np.ndarray, labels: np.ndarray, shares: sp.csr_matrix, weight: float,
+                 max_passes: int = 20) -> tuple[np.ndarray, int]:
+    """Niche labels under a spatial Potts prior, by iterated conditional modes from ``labels``.
+
+    Each pass gives every cell the niche ``c`` that minimises
+    ``‖x_i − μ_c‖² / s − weight · share_i(c)``, where ``μ_c`` are the current niche means,
+    ``s`` is the mean squared distance of a cell to its own niche mean (so ``weight`` is in
+    units of a typical within-niche spread) and ``share_i(c)`` is the fraction of ``i``'s
+    spatial neighbours in niche ``c`` (:func:`spatial_neighbour_shares`). A cell whose
+    features clearly favour a niche keeps it; a cell between niches follows its neighbours.
+    Updates are simultaneous; the passes stop when no label changes or after ``max_passes``.
+
+    Args:
+      x: (N, d) representation that was clustered.
+      labels: (N,) integer start labels (e.g. KMeans).
+      shares: (N, N) row-stochastic neighbour matrix.
+      weight: Potts weight (0 returns ``labels`` unchanged).
+      max_passes: upper bound on the passes.
+
+    Returns:
+      ``(labels, passes)``: the refined labels (same codes; a niche may empty) and the
+      number of passes that changed something.
+    """
+    labels = np.asarray(labels).astype(np.int64)
+    if weight == 0 or labels.size == 0:
+        return labels, 0
+    x = np.asarray(x, np.float64)
+    n_labels = int(labels.max()) + 1
+    rows = np.arange(labels.size)
+    sq_norms = (x ** 2).sum(axis=1)
+    for passes in range(max_passes):
+        onehot = sp.csr_matrix((np.ones(labels.size), (rows, labels)), shape=(labels.size, n_labels))
+        sizes = np.asarray(onehot.sum(axis=0)).ravel()
+        means = (onehot.T @ x) / np.maximum(sizes, 1)[:, None]
+        dist = np.maximum(sq_norms[:, None] - 2.0 * x @ means.T + (means ** 2).sum(axis=1)[None], 0.0)
+        dist[:, sizes == 0] = np.inf
+        spread = dist[rows, labels].mean()
+        share = np.asarray((shares @ onehot).todense())
+        new = np.argmin(dist / max(spread, np.finfo(np.float64).tiny) - weight * share, axis=1)
+        if np.array_equal(new, labels):
+            return labels, passes
+        labels = new
+    return labels, max_passes

@@ -109,6 +109,10 @@ class ImprovedOptions(_Serialisable):
         offsets do not become niches.
       smooth_k: spatial neighbours (itself included, within its slice) of the smoothing.
       smooth_steps: passes of the spatial mean over the readout; 0 turns smoothing off.
+      spatial_prior, spatial_neighbors: the spatial Potts prior that ``tl.clustering``
+        should apply to this variant's embedding (its ``spatial_prior`` and
+        ``spatial_neighbors``; :attr:`clustering_kwargs` holds both). ``fit`` does not
+        cluster; the CLI and ``benchmarks/niche_quality.py`` pass them on; 0 turns it off.
       celltype_key: ``obs`` column of cell types; None reads what pp recorded
         (``uns['CN_params']``) or finds the column matching ``uns['CN_order']``.
       sample_key: ``obs`` column of slices; None reads what ``pp.process_multi_slices``
@@ -124,8 +128,10 @@ class ImprovedOptions(_Serialisable):
     concat_composition: float = 4.0
     concat_expression: float = 4.0
     slice_readout: bool = True
-    smooth_k: int = 30
+    smooth_k: int = 10
     smooth_steps: int = 1
+    spatial_prior: float = 1.5
+    spatial_neighbors: int = 75
     celltype_key: Optional[str] = None
     sample_key: Optional[str] = None
 
@@ -150,10 +156,20 @@ class ImprovedOptions(_Serialisable):
         _set(self, "slice_readout", bool(self.slice_readout))
         _set(self, "smooth_k", _int(self.smooth_k, "smooth_k"))
         _set(self, "smooth_steps", _int(self.smooth_steps, "smooth_steps", minimum=0))
+        prior = _number(self.spatial_prior, "spatial_prior")
+        if prior < 0:
+            raise ValueError(f"spatial_prior must be >= 0 (0 turns the prior off), got {self.spatial_prior!r}.")
+        _set(self, "spatial_prior", prior)
+        _set(self, "spatial_neighbors", _int(self.spatial_neighbors, "spatial_neighbors"))
         for name in ("celltype_key", "sample_key"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, str) and value):
                 raise ValueError(f"{name} must be an adata.obs column name or None, got {value!r}.")
+
+    @property
+    def clustering_kwargs(self) -> dict[str, Any]:
+        """Keywords for ``tl.clustering`` on this variant's embedding (the spatial prior)."""
+        return {"spatial_prior": self.spatial_prior, "spatial_neighbors": self.spatial_neighbors}
 
     @property
     def view_names(self) -> tuple[str, ...]:

@@ -20,6 +20,8 @@ scale is dominated by the abundant cell types, the consensus graph is empty from
    expression (weights ``concat_composition``, ``concat_expression``).
 5. :func:`smooth_embedding`: ``smooth_steps`` passes of the mean over each cell's
    ``smooth_k`` nearest spatial neighbours (within its slice).
+6. After ``fit``: ``tl.clustering(..., **options.clustering_kwargs)`` refines KMeans with a
+   spatial Potts prior (:func:`scniche_jax.clustering.potts_refine`).
 
 :data:`ABLATIONS` names the one-piece-off variants that ``benchmarks/niche_quality.py``
 reports.
@@ -54,6 +56,7 @@ ABLATIONS: dict[str, dict] = {
                                                                          concat_expression=0.0)},
     "improved-no_slice_readout": {"improved_options": ImprovedOptions(slice_readout=False)},
     "improved-no_smoothing": {"improved_options": ImprovedOptions(smooth_steps=0)},
+    "improved-no_spatial_prior": {"improved_options": ImprovedOptions(spatial_prior=0.0)},
     "improved-dropout_embedding": {"deterministic_embedding": False},
 }
 """One-piece-off variants: ``fit`` keywords added to ``variant="improved"`` (benchmark rows)."""

@@ -19,7 +19,7 @@ from ._deprecation import renamed_kwargs
 from ._spatialdata import resolve_table
 from .analysis import (average_expression, composition, differential_abundance, enrichment, niche_adjacency,
                        niche_markers)
-from .clustering import kmeans_labels, leiden_labels, stability_scores
+from .clustering import kmeans_labels, leiden_labels, potts_refine, spatial_neighbour_shares, stability_scores
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,9 @@ __all__ = ["clustering", "cluster_stability", "enrichment", "niche_adjacency", "
 def clustering(adata: Any, n_niches: Optional[int] = None, method: str = "kmeans",
                resolution: float = 0.5, n_neighbors: int = 20, use_rep: str = "X_scniche",
                key_added: str = "scNiche", seed: int = 123, n_init: int = 10,
-               copy: bool = False, table_key: Optional[str] = None) -> Optional[ad.AnnData]:
+               spatial_prior: float = 0.0, spatial_neighbors: int = 75, spatial_key: Optional[str] = None,
+               sample_key: Optional[str] = None, copy: bool = False,
+               table_key: Optional[str] = None) -> Optional[ad.AnnData]:
     """Clusters the embedding into niches, labelled ``Niche<i>`` (REFERENCE §7).
 
     Args:
@@ -46,6 +48,17 @@ def clustering(adata: Any, n_niches: Optional[int] = None, method: str = "kmeans
       use_rep: ``obsm`` key of the embedding.
       key_added: ``obs`` column written (``add_key`` is the deprecated name).
       seed, n_init: KMeans seed (``random_state`` is the deprecated name) and restarts.
+      spatial_prior: weight of a spatial Potts prior on the labels (0, the default: none).
+        Above 0 the clusters are refined so that a cell between niches in ``use_rep`` takes
+        the niche most of its spatial neighbours have, while a cell whose embedding clearly
+        favours a niche keeps it (:func:`scniche_jax.clustering.potts_refine`; the weight is
+        in units of a typical within-niche squared distance). ``variant="improved"``
+        embeddings are meant to be clustered with ``ImprovedOptions().spatial_prior`` (1.5).
+      spatial_neighbors: spatial neighbours per cell (within its slice) of the prior.
+      spatial_key: ``obsm`` key of the coordinates; None reads what pp recorded
+        (``uns['CN_params']``), else ``'spatial'``.
+      sample_key: ``obs`` column of slices (neighbours never cross slices); None reads what
+        ``pp.process_multi_slices`` recorded (one slice otherwise).
       copy: work on and return a copy; otherwise change ``adata`` in place and return None.
 
     Returns:
@@ -60,6 +73,7 @@ def clustering(adata: Any, n_niches: Optional[int] = None, method: str = "kmeans
         raise ValueError(f"key_added must be a non-empty string, got {key_added!r}.")
     val.check_obsm_key(adata, use_rep, "Run scniche_jax.fit(adata) first or pass use_rep=...")
     x = val.dense_float_matrix(adata.obsm[use_rep], f"adata.obsm[{use_rep!r}]", adata.n_obs)
+    prior = _spatial_prior_inputs(adata, spatial_prior, spatial_neighbors, spatial_key, sample_key)
     if method == "kmeans":
         if n_niches is None:
             raise ValueError("method='kmeans' needs n_niches (formerly target_k), the number of niches.")
@@ -70,11 +84,42 @@ def clustering(adata: Any, n_niches: Optional[int] = None, method: str = "kmeans
     else:
         n_neighbors = val.check_positive_int(n_neighbors, "n_neighbors")
         labels = leiden_labels(x, resolution, n_neighbors)
+    if prior is not None:
+        weight, coords, groups, k = prior
+        codes, labels = np.unique(labels, return_inverse=True)
+        refined, _ = potts_refine(x, labels, spatial_neighbour_shares(coords, groups, k), weight)
+        labels = codes[refined]
     order = sorted(set(labels.tolist()))
     categories = [f"Niche{i}" for i in order]
     adata = adata.copy() if copy else adata
     adata.obs[key_added] = pd.Categorical([f"Niche{i}" for i in labels], categories=categories, ordered=True)
     return adata if copy else None
+
+
+def _spatial_prior_inputs(adata, spatial_prior, spatial_neighbors, spatial_key, sample_key):
+    """``(weight, coords, slice ids, neighbours)`` for the Potts prior, or None when it is off; validates first."""
+    if isinstance(spatial_prior, bool) or not isinstance(spatial_prior, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(spatial_prior) or spatial_prior < 0:
+        raise ValueError(f"spatial_prior must be a number >= 0 (0 turns the spatial prior off), got {spatial_prior!r}.")
+    spatial_neighbors = val.check_positive_int(spatial_neighbors, "spatial_neighbors")
+    if spatial_prior == 0:
+        return None
+    recorded = adata.uns.get("CN_params", {}) or {}
+    spatial_key = spatial_key or recorded.get("spatial_key") or "spatial"
+    val.check_obsm_key(adata, spatial_key, "spatial_prior > 0 needs the cell coordinates; pass spatial_key=... "
+                                           "or spatial_prior=0.")
+    coords = val.dense_float_matrix(adata.obsm[spatial_key], f"adata.obsm[{spatial_key!r}]", adata.n_obs)
+    if coords.shape[1] < 2:
+        raise ValueError(f"adata.obsm[{spatial_key!r}] must have at least two columns (x, y), got {coords.shape[1]}.")
+    sample_key = sample_key or recorded.get("sample_key")
+    groups = None
+    if sample_key is not None:
+        if sample_key not in adata.obs.columns:
+            raise ValueError(f"sample_key={sample_key!r} is not a column of adata.obs; pass the slice column "
+                             f"(one of {list(adata.obs.columns)[:20]}) or sample_key=None for one slice.")
+        val.check_no_missing(adata, sample_key, "slice column")
+        groups = adata.obs[sample_key].astype(str).to_numpy()
+    return float(spatial_prior), coords, groups, spatial_neighbors
 
 
 @renamed_kwargs(n_clusters="n_niches", random_state="seed")

@@ -57,6 +57,14 @@ def test_fit_embed_cluster_end_to_end(merfish_subset, tmp_path):
     cl = _cli("cluster", embedded, "--n-niches", 3, "--out", clustered)
     assert cl.returncode == 0, cl.stderr
     assert set(ad.read_h5ad(clustered).obs["scNiche"].cat.categories) == {"Niche0", "Niche1", "Niche2"}
+    smoothed = tmp_path / "smoothed.h5ad"
+    cl = _cli("cluster", embedded, "--n-niches", 3, "--out", smoothed, "--spatial-prior", 1.5,
+              "--spatial-neighbors", 10)
+    assert cl.returncode == 0, cl.stderr
+    assert ad.read_h5ad(smoothed).obs["scNiche"].nunique() <= 3
+    bad = _cli("cluster", embedded, "--n-niches", 3, "--out", tmp_path / "bad.h5ad", "--spatial-prior", -1)
+    assert bad.returncode == 2 and "spatial_prior must be a number >= 0" in bad.stderr
+    assert not (tmp_path / "bad.h5ad").exists()
 
 
 @pytest.mark.parametrize("args,message", [
