@@ -16,9 +16,13 @@ Methods (``--list`` prints them):
 - ``baseline_k{10,20,30,50}``: for each cell the cell-type composition of its k nearest
   spatial neighbours (itself included), within its slice; KMeans with K = number of labels.
 - ``reference``: ``sj.fit`` with today's defaults (``epochs``), ``tl.clustering(n_niches=K)``.
-- ``improved``: ``sj.fit(variant="improved")``; its ablations ``improved-no_*`` turn one
+- ``improved``: ``sj.fit(variant="improved")``, clustered with the variant's spatial prior
+  (``ImprovedOptions().clustering_kwargs``); its ablations ``improved-no_*`` turn one
   piece off (``scniche_jax.improved.ABLATIONS``); ``improved-no_model`` clusters the
   variant's read-out, smoothed views without training (what the model adds).
+- ``reference-auto_k``, ``improved-auto_k``: the same fits, with K chosen by
+  ``tl.cluster_stability`` over 2–12 (what the CLI's ``fit`` without ``--n-niches`` does);
+  the tables show the chosen K and its mean distance from the number of labels.
 - peers (``benchmarks/peers.py``), each only when its package imports: ``cellcharter_pca``
   and ``banksy`` (``pip install -e ".[peers]"``), ``cellcharter_scvi`` (also ``scvi-tools``)
   and ``stagate`` (``stagate-modern``).
@@ -262,17 +266,29 @@ def clustering_kwargs(fit_kwargs: dict) -> dict:
     return (fit_kwargs.get("improved_options") or sj.ImprovedOptions()).clustering_kwargs
 
 
-def run_variant(ctx: Context, **fit_kwargs) -> dict:
-    """``sj.fit`` (with ``fit_kwargs``, e.g. ``variant="improved"``) + ``tl.clustering(n_niches=K)`` (+ the variant's spatial prior)."""
+K_RANGE = (2, 12)  # the CLI's default --n-niches-range
+
+
+def run_variant(ctx: Context, choose_k: bool = False, **fit_kwargs) -> dict:
+    """``sj.fit`` (with ``fit_kwargs``, e.g. ``variant="improved"``) + ``tl.clustering(n_niches=K)`` (+ the variant's spatial prior).
+
+    With ``choose_k`` the number of niches is not the number of labels but what the CLI's
+    ``fit`` without ``--n-niches`` picks: ``tl.cluster_stability`` over ``K_RANGE``.
+    """
     import scniche_jax as sj
     adata = ctx.data.adata.copy()
     t0 = time.perf_counter()
     model = sj.fit(adata, epochs=ctx.epochs, seed=ctx.seed, progress=False, batch_num=batch_mode(ctx), **fit_kwargs)
     fit_s = time.perf_counter() - t0
-    sj.tl.clustering(adata, n_niches=ctx.data.n_labels, **clustering_kwargs(fit_kwargs))
+    n_niches, extra = ctx.data.n_labels, {}
+    if choose_k:
+        t1 = time.perf_counter()
+        n_niches = sj.tl.cluster_stability(adata, n_niches=K_RANGE)
+        extra = {"k_chosen": int(n_niches), "k_search_s": time.perf_counter() - t1}
+    sj.tl.clustering(adata, n_niches=n_niches, **clustering_kwargs(fit_kwargs))
     epochs_run = len(model.history["loss"]["total"])
     return {"labels": adata.obs["scNiche"].astype(str).to_numpy(), "fit_s": fit_s, "epochs_run": epochs_run,
-            "s_per_epoch": fit_s / max(epochs_run, 1), "batch_num": model.data_shape.batch_num}
+            "s_per_epoch": fit_s / max(epochs_run, 1), "batch_num": model.data_shape.batch_num, **extra}
 
 
 def run_reference(ctx: Context) -> dict:
@@ -327,6 +343,10 @@ def all_methods() -> dict[str, Method]:
                for k in (10, 20, 30, 50)}
     methods["reference"] = Method(run_reference, "scniche", "sj.fit defaults (variant='reference') + tl.clustering")
     methods.update(_improved_methods())
+    for name, kwargs in (("reference", {}), ("improved", {"variant": "improved"})):
+        methods[f"{name}-auto_k"] = Method(
+            lambda ctx, kwargs=kwargs: run_variant(ctx, choose_k=True, **kwargs), "auto_k",
+            f"as {name}, but K chosen by tl.cluster_stability over {K_RANGE} (the CLI without --n-niches)")
     methods.update(_peer_methods())
     return methods
 
@@ -365,6 +385,12 @@ def summarise(runs: list[dict]) -> list[dict]:
             row[f"slice_mean_{metric}"] = stat(("slice_mean", metric))
         spe = [r["s_per_epoch"] for r in rs if r.get("s_per_epoch")]
         row["s_per_epoch"] = float(np.mean(spe)) if spe else None
+        row["n_labels"] = rs[0].get("n_labels")
+        chosen = [r["k_chosen"] for r in rs if r.get("k_chosen") is not None]
+        if chosen:
+            row["k_chosen"] = chosen
+            row["k_error"] = {"mean": float(np.mean(np.array(chosen) - row["n_labels"])),
+                              "mean_abs": float(np.mean(np.abs(np.array(chosen) - row["n_labels"])))}
         out.append(row)
     return out
 
@@ -379,7 +405,7 @@ def markdown(summary: list[dict], meta: dict) -> str:
     for r in summary:
         if r["method"] not in methods:
             methods.append(r["method"])
-    order = {"baseline": 0, "scniche": 1, "improved": 2, "ablation": 3, "peer": 4}
+    order = {"baseline": 0, "scniche": 1, "improved": 2, "auto_k": 3, "ablation": 4, "peer": 5}
     kinds = {r["method"]: r["kind"] for r in summary}
     methods.sort(key=lambda m: (order.get(kinds[m], 9), m))
     by = {(r["set"], r["method"]): r for r in summary}
@@ -396,15 +422,18 @@ def markdown(summary: list[dict], meta: dict) -> str:
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     for s in sets:
         lines += ["", f"## {s}", "",
-                  "| method | ARI all | ARI slice mean | NMI all | macro-F1 all | wall s | s/epoch | cells | seeds |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| method | ARI all | ARI slice mean | NMI all | macro-F1 all | K (chosen − labels) | wall s | s/epoch | cells | seeds |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for m in methods:
             r = by.get((s, m))
             if r is None:
                 continue
             spe = "—" if r["s_per_epoch"] is None else f"{r['s_per_epoch']:.3f}"
+            k = r.get("n_labels") or "—"
+            if r.get("k_chosen"):
+                k = f"{', '.join(map(str, r['k_chosen']))} ({r['k_error']['mean']:+.1f})"
             lines.append(f"| {m} | {_pm(r['ari'])} | {_pm(r['slice_mean_ari'])} | {_pm(r['nmi'])} | {_pm(r['f1'])} | "
-                         f"{r['wall_s']:.1f} | {spe} | {r['n_cells']} | {r['n_seeds']} |")
+                         f"{k} | {r['wall_s']:.1f} | {spe} | {r['n_cells']} | {r['n_seeds']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -423,7 +452,7 @@ def plot(summary: list[dict], runs: list[dict], path: Path) -> Optional[Path]:
         means = [r["ari"]["mean"] for r in rows]
         sds = [r["ari"]["sd"] for r in rows]
         colours = {"baseline": "#999999", "scniche": "#1f77b4", "improved": "#d62728", "ablation": "#ff9896",
-                   "peer": "#2ca02c"}
+                   "auto_k": "#9467bd", "peer": "#2ca02c"}
         ax.bar(range(len(rows)), means, yerr=sds, color=[colours.get(r["kind"], "#777") for r in rows], capsize=3)
         for i, name in enumerate(names):
             vals = [x["scores"]["all"]["ari"] for x in runs if set_label(x) == s and x["method"] == name]

@@ -28,21 +28,26 @@ def test_harness_writes_json_markdown_and_plot(tmp_path):
     out = tmp_path / "out"
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     cmd = [sys.executable, "benchmarks/niche_quality.py", "--sets", str(data), "--methods", "baseline_k10",
-           "reference", "improved", "--seeds", "0", "--epochs", "2", "--out", str(out)]
+           "reference", "improved", "improved-auto_k", "--seeds", "0", "--epochs", "2", "--out", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((out / "results.json").read_text())
     runs = {r["method"]: r for r in result["runs"]}
-    assert set(runs) == {"baseline_k10", "reference", "improved"}
+    assert set(runs) == {"baseline_k10", "reference", "improved", "improved-auto_k"}
     for r in runs.values():
         assert r["set"] == "toy_two_slices" and r["seed"] == 0 and r["n_labels"] == 3
         assert set(r["scores"]["per_slice"]) == {"s1", "s2"}
         for part in (r["scores"]["all"], r["scores"]["slice_mean"]):
             assert -1 <= part["ari"] <= 1 and 0 <= part["nmi"] <= 1 and 0 <= part["f1"] <= 1
-    for name in ("reference", "improved"):
+    for name in ("reference", "improved", "improved-auto_k"):
         assert runs[name]["epochs_run"] == 2 and runs[name]["s_per_epoch"] > 0
+    chosen = runs["improved-auto_k"]["k_chosen"]
+    assert 2 <= chosen <= 12 and "k_chosen" not in runs["improved"]
+    row = next(r for r in result["summary"] if r["method"] == "improved-auto_k")
+    assert row["k_chosen"] == [chosen] and row["k_error"]["mean"] == chosen - 3
     md = (out / "results.md").read_text()
     assert "| baseline_k10 |" in md and "| reference |" in md and "| improved |" in md and "toy_two_slices" in md
+    assert f"| {chosen} ({chosen - 3:+.1f}) |" in md
     assert (out / "ari.png").stat().st_size > 0
     # a second invocation keeps the finished runs instead of recomputing them
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
