@@ -112,7 +112,8 @@ def spatial_neighbour_shares(coords: np.ndarray, groups: Optional[np.ndarray], n
     if not rows:
         return sp.csr_matrix((n, n))
     rows, cols = np.concatenate(rows), np.concatenate(cols)
-    # Each row keeps exactly k - 1 others (k - 1 + 1 when self was not among them).
+    # Normalise by each row's own count: with duplicate coordinates the cell itself can fall
+    # outside its k nearest, and its row then keeps k others instead of k - 1.
     w = sp.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(n, n))
     w.data[:] = 1.0
     counts = np.asarray(w.sum(axis=1)).ravel()
