@@ -133,3 +133,9 @@ def test_improved_options_carry_the_prior_for_clustering():
         sj.ImprovedOptions(spatial_prior=-0.5)
     with pytest.raises(ValueError, match="spatial_neighbors"):
         sj.ImprovedOptions(spatial_neighbors=0)
+
+
+def test_neighbour_shares_with_duplicate_coordinates_still_exclude_self():
+    w = spatial_neighbour_shares(np.zeros((6, 2)), None, 2).toarray()
+    np.testing.assert_allclose(w.sum(axis=1), 1.0)
+    assert np.all(np.diag(w) == 0) and np.all((w > 0).sum(axis=1) >= 2)
