@@ -30,32 +30,23 @@ CACHE = Path("/tmp/exp16")
 
 def neighbour_operator(coords, groups, k):
     """Row-stochastic matrix over each cell's k nearest cells of its slice, the cell itself left out."""
-    from scniche_jax import improved as imp
-    op = imp.spatial_mean_operator(coords, groups, k + 1).tocsr()
-    op.setdiag(0)
-    op.eliminate_zeros()
-    rows = np.asarray(op.sum(axis=1)).ravel()
-    import scipy.sparse as sp
-    return (sp.diags(1.0 / rows) @ op).tocsr()
+    from scniche_jax.clustering import spatial_neighbour_shares
+    return spatial_neighbour_shares(coords, groups, k)
 
 
 def icm(x, labels, op, beta, passes=20):
-    x = np.asarray(x, np.float64)
-    n_lab = labels.max() + 1
-    labels = labels.copy()
-    for _ in range(passes):
-        mu = np.stack([x[labels == c].mean(0) if np.any(labels == c) else np.full(x.shape[1], np.inf)
-                       for c in range(n_lab)])
-        d2 = ((x ** 2).sum(1)[:, None] - 2 * x @ mu.T + (mu ** 2).sum(1)[None]).clip(0)
-        s = d2[np.arange(len(x)), labels].mean()
-        onehot = np.zeros((len(x), n_lab))
-        onehot[np.arange(len(x)), labels] = 1
-        share = op @ onehot
-        new = np.argmin(d2 / s - beta * share, axis=1)
-        if np.array_equal(new, labels):
-            break
-        labels = new
-    return labels
+    """The prior's labels (the package's ``potts_refine``, which began as this probe's loop)."""
+    from scniche_jax.clustering import potts_refine
+    return potts_refine(x, labels, op, beta, passes)[0]
+
+
+def kmeans_start(d, rep):
+    """``tl.clustering`` (KMeans, K = labels) of a representation: the prior's start labels."""
+    import scniche_jax as sj
+    a = d.adata.copy()
+    a.obsm["X_scniche"] = np.asarray(rep, np.float32)
+    sj.tl.clustering(a, n_niches=d.n_labels)
+    return a.obs["scNiche"].cat.codes.to_numpy()
 
 
 def main(out_path, name, seeds):
@@ -88,10 +79,7 @@ def main(out_path, name, seeds):
         reps = {name: rep for name, rep in (("sm", smooth @ raw), ("raw", raw)) if name in readouts}
         cands = {}
         for rname, rep in reps.items():
-            a = d.adata.copy()
-            a.obsm["X_scniche"] = np.asarray(rep, np.float32)
-            sj.tl.clustering(a, n_niches=d.n_labels)
-            base = a.obs["scNiche"].cat.codes.to_numpy()
+            base = kmeans_start(d, rep)
             cands[f"{rname}-km"] = base
             for k, op in ops.items():
                 for beta in betas:

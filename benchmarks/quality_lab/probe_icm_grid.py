@@ -13,7 +13,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import niche_quality as nq  # noqa: E402
-from probe_icm import CACHE, icm, neighbour_operator  # noqa: E402
+from probe_icm import CACHE, icm, kmeans_start, neighbour_operator  # noqa: E402
 
 import os  # noqa: E402
 
@@ -23,7 +23,6 @@ BETAS = tuple(float(b) for b in os.environ.get("GRID_BETAS", "0.5,1,1.5,2,3").sp
 
 
 def main(out_path, name, seeds):
-    import scniche_jax as sj
     from scniche_jax import improved as imp
     d = nq.load_set(nq.DATA_DIR / f"{name}.h5ad")
     groups = imp.slice_groups(d.adata.n_obs, None if d.sample_key is None else d.adata.obs[d.sample_key])
@@ -35,10 +34,7 @@ def main(out_path, name, seeds):
         raw = np.load(CACHE / f"raw_{name}_{seed}.npy")
         for ks in SMOOTH_K:
             rep = smooth[ks] @ raw if ks else raw
-            a = d.adata.copy()
-            a.obsm["X_scniche"] = np.asarray(rep, np.float32)
-            sj.tl.clustering(a, n_niches=d.n_labels)
-            base = a.obs["scNiche"].cat.codes.to_numpy()
+            base = kmeans_start(d, rep)
             cands = {f"s{ks}-km": base}
             for kp, op in ops.items():
                 for beta in BETAS:
