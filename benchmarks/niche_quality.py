@@ -267,6 +267,7 @@ def clustering_kwargs(fit_kwargs: dict) -> dict:
 
 
 K_RANGE = (2, 12)  # the CLI's default --n-niches-range
+STABILITY_MAX_CELLS = 50_000  # the CLI's default --stability-max-cells
 
 
 def run_variant(ctx: Context, choose_k: bool = False, **fit_kwargs) -> dict:
@@ -283,7 +284,7 @@ def run_variant(ctx: Context, choose_k: bool = False, **fit_kwargs) -> dict:
     n_niches, extra = ctx.data.n_labels, {}
     if choose_k:
         t1 = time.perf_counter()
-        n_niches = sj.tl.cluster_stability(adata, n_niches=K_RANGE)
+        n_niches = sj.tl.cluster_stability(adata, n_niches=K_RANGE, max_cells=STABILITY_MAX_CELLS)
         extra = {"k_chosen": int(n_niches), "k_search_s": time.perf_counter() - t1}
     sj.tl.clustering(adata, n_niches=n_niches, **clustering_kwargs(fit_kwargs))
     epochs_run = len(model.history["loss"]["total"])

@@ -80,6 +80,12 @@ def cmd_fit(args) -> dict:
     check_writable_dir(out, "--out")
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise CliError(f"--out {str(out)!r} is not empty; pass --overwrite or choose another folder")
+    low, high = args.n_niches_range
+    if not 2 <= low <= high:
+        raise CliError(f"--n-niches-range must be MIN MAX with 2 <= MIN <= MAX, got {low} {high}")
+    if args.stability_max_cells < 0 or 0 < args.stability_max_cells <= args.n_niches_range[1]:
+        raise CliError(f"--stability-max-cells must be 0 (every cell) or more than the largest K searched "
+                       f"({args.n_niches_range[1]}), got {args.stability_max_cells}")
     adata = _read(args.input)
     adata = _preprocess(adata, args)
     start = time.perf_counter()
@@ -91,7 +97,8 @@ def cmd_fit(args) -> dict:
     seconds = time.perf_counter() - start
     n_niches, chosen = args.n_niches, None
     if n_niches is None and not args.no_cluster:  # pick K by the stability of KMeans over K
-        n_niches = chosen = sj.tl.cluster_stability(adata, n_niches=tuple(args.n_niches_range), key_added="stability")
+        n_niches = chosen = sj.tl.cluster_stability(adata, n_niches=tuple(args.n_niches_range), key_added="stability",
+                                                          max_cells=args.stability_max_cells or None)
         del adata.uns["stability"]  # the results file keeps the niches, not the search
     if n_niches:
         # The improved variant's embedding is clustered with its spatial prior.
@@ -180,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cluster into this many niches (KMeans); without it the most stable number is chosen")
     f.add_argument("--n-niches-range", type=int, nargs=2, default=[2, 12], metavar=("MIN", "MAX"),
                    help="range searched when --n-niches is not given (default 2 12)")
+    f.add_argument("--stability-max-cells", type=int, default=50_000, metavar="N",
+                   help="the K search (tl.cluster_stability's max_cells) uses a random subset of at most N "
+                        "cells (default 50000; 0 = every cell, as the reference)")
     f.add_argument("--no-cluster", action="store_true", help="train and save only, no niches")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",

@@ -79,6 +79,18 @@ def stability_scores(x: np.ndarray, k_range: tuple[int, int], max_runs: int = 10
     return scores, int(best_k), runs
 
 
+def stability_subset(n_cells: int, max_cells: Optional[int], seed: int) -> Optional[np.ndarray]:
+    """Sorted indices of the cells a stability search uses: None for all of them.
+
+    Above ``max_cells`` cells, ``max_cells`` of them drawn without replacement by
+    ``np.random.default_rng(seed)``: KMeans's cost grows with the cells while the choice of K
+    depends on the niches' shapes, which a random subset of tens of thousands keeps.
+    """
+    if max_cells is None or n_cells <= max_cells:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n_cells, size=int(max_cells), replace=False))
+
+
 def spatial_neighbour_shares(coords: np.ndarray, groups: Optional[np.ndarray], n_neighbors: int) -> sp.csr_matrix:
     """Row-stochastic N×N matrix over each cell's ``n_neighbors`` nearest cells of its own slice.
 

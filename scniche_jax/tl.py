@@ -19,7 +19,8 @@ from ._deprecation import renamed_kwargs
 from ._spatialdata import resolve_table
 from .analysis import (average_expression, composition, differential_abundance, enrichment, niche_adjacency,
                        niche_markers)
-from .clustering import kmeans_labels, leiden_labels, potts_refine, spatial_neighbour_shares, stability_scores
+from .clustering import (kmeans_labels, leiden_labels, potts_refine, spatial_neighbour_shares, stability_scores,
+                         stability_subset)
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,8 @@ def _spatial_prior_inputs(adata, spatial_prior, spatial_neighbors, spatial_key, 
 @renamed_kwargs(n_clusters="n_niches", random_state="seed")
 def cluster_stability(adata: Any, n_niches: tuple[int, int] = (2, 12), use_rep: str = "X_scniche",
                       max_runs: int = 10, convergence_tol: float = 1e-2, seed: int = 0,
-                      n_init: int = 10, key_added: Optional[str] = None, table_key: Optional[str] = None) -> int:
+                      n_init: int = 10, key_added: Optional[str] = None, table_key: Optional[str] = None,
+                      max_cells: Optional[int] = None) -> int:
     """Chooses the number of niches by the stability of KMeans across neighbouring k.
 
     Args:
@@ -141,6 +143,11 @@ def cluster_stability(adata: Any, n_niches: tuple[int, int] = (2, 12), use_rep: 
       key_added: None writes the reference's ``uns['best_k']`` and ``uns['robustness_df']``
         (columns ``K``, ``Stability``); a name writes both as
         ``uns[key_added] = {'best_k': ..., 'robustness_df': ...}`` instead.
+      max_cells: None searches on every cell (the reference); a number caps the search at a
+        random subset of that many cells, drawn with ``seed``
+        (:func:`~scniche_jax.clustering.stability_subset`). Each run fits KMeans for every K
+        in the range, so on all 245,280 CODEX cells the search took 897 s on two cores and on
+        a 20,000-cell subset 42 s; the CLI's ``fit`` uses 50,000.
 
     Returns:
       The most stable number of niches.
@@ -156,8 +163,13 @@ def cluster_stability(adata: Any, n_niches: tuple[int, int] = (2, 12), use_rep: 
     if key_added is not None and (not isinstance(key_added, str) or not key_added):
         raise ValueError(f"key_added must be None or a non-empty string, got {key_added!r}.")
     val.check_positive_int(max_runs, "max_runs", minimum=2)
+    if max_cells is not None:
+        val.check_positive_int(max_cells, "max_cells", minimum=n_niches[1] + 1)
+    subset = stability_subset(adata.n_obs, max_cells, seed)
+    if subset is not None:
+        x = x[subset]
     scores, best_k, runs = stability_scores(x, tuple(n_niches), max_runs, convergence_tol, seed, n_init)
-    log.info("cluster_stability: best k = %d after %d runs", best_k, runs)
+    log.info("cluster_stability: best k = %d after %d runs on %d cells", best_k, runs, x.shape[0])
     table = pd.DataFrame([(k, v) for k, vals in scores.items() for v in vals], columns=["K", "Stability"])
     if key_added is None:
         adata.uns["best_k"] = best_k

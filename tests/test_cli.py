@@ -74,6 +74,8 @@ def test_fit_embed_cluster_end_to_end(merfish_subset, tmp_path):
     (["fit", "{input}", "--out", "o", "--batch-num", "2000", "--sample-key", "slice"], "batch_num"),
     (["fit", "{input}", "--out", "o", "--cells-per-batch", "100", "--sample-key", "slice"], "only applies to"),
     (["cluster", "{input}", "--n-niches", "3", "--out", "c.h5ad"], "no 'X_scniche'"),
+    (["fit", "{input}", "--out", "o", "--stability-max-cells", "12"], "--stability-max-cells must be 0"),
+    (["fit", "{input}", "--out", "o", "--n-niches-range", "5", "3"], "--n-niches-range must be"),
 ])
 def test_bad_input_exits_2_with_one_line(merfish_subset, tmp_path, args, message):
     args = [a.replace("{input}", str(merfish_subset)) for a in args]
@@ -106,7 +108,7 @@ def test_help_answers_without_loading_jax():
 def test_fit_without_n_niches_chooses_them_by_stability(merfish_subset, tmp_path):
     out = tmp_path / "auto"
     fit = _cli("fit", merfish_subset, "--out", out, "--sample-key", "slice", "--epochs", 2, "--quiet",
-               "--n-neighbors", 10, "--n-niches-range", 3, 6)
+               "--n-neighbors", 10, "--n-niches-range", 3, 6, "--stability-max-cells", 500)
     assert fit.returncode == 0, fit.stderr
     summary = json.loads(fit.stdout.strip().splitlines()[-1])
     assert 3 <= summary["n_niches_chosen"] <= 6 and len(summary["niches"]) == summary["n_niches_chosen"]

@@ -61,6 +61,29 @@ def test_cluster_stability_key_added_and_bad_input():
         sj.tl.cluster_stability(a, use_rep="X_missing")
 
 
+def test_cluster_stability_max_cells_searches_the_documented_subset():
+    from scniche_jax.clustering import stability_scores, stability_subset
+    a = _embedded(4, 400, seed=0)
+    best = sj.tl.cluster_stability(a, (2, 6), max_runs=3, n_init=2, seed=5, max_cells=120)
+    idx = stability_subset(400, 120, 5)
+    assert idx.shape == (120,) and np.all(np.diff(idx) > 0)
+    scores, expected, _ = stability_scores(a.obsm["X_scniche"][idx], (2, 6), 3, 1e-2, 5, 2)
+    assert best == expected
+    table = a.uns["robustness_df"]
+    np.testing.assert_array_equal(table["Stability"].to_numpy(), [v for k in sorted(scores) for v in scores[k]])
+    # A different draw is a different search; at or above the cell count every cell is used.
+    assert not np.array_equal(stability_subset(400, 120, 6), idx)
+    assert stability_subset(400, 400, 5) is None and stability_subset(400, None, 5) is None
+    whole = _embedded(4, 400, seed=0)
+    assert sj.tl.cluster_stability(whole, (2, 6), max_runs=3, n_init=2, max_cells=400) == \
+        sj.tl.cluster_stability(_embedded(4, 400, seed=0), (2, 6), max_runs=3, n_init=2)
+    untouched = _embedded(4, 400, seed=0)
+    for bad in (0, 6, 2.5, True):  # at least one cell more than the largest K
+        with pytest.raises(ValueError, match="max_cells must be an integer >= 7"):
+            sj.tl.cluster_stability(untouched, (2, 6), max_cells=bad)
+    assert "best_k" not in untouched.uns and "robustness_df" not in untouched.uns
+
+
 def test_cluster_stability_old_names_warn_and_work():
     a = _embedded(4)
     with pytest.warns(DeprecationWarning, match="n_clusters= is deprecated.*n_niches="):
