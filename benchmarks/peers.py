@@ -172,8 +172,11 @@ def run_stagate(ctx) -> dict:
 def _leiden_k(x, k, seed):
     import anndata as ad
     import scanpy as sc
+    from sklearn.neighbors import KNeighborsTransformer
     a = ad.AnnData(np.asarray(x, np.float32))
-    sc.pp.neighbors(a, n_neighbors=15, use_rep="X", random_state=seed)
+    # exact neighbours: scanpy's pynndescent path (from 8,192 cells) breaks under scipy >= 1.17
+    sc.pp.neighbors(a, n_neighbors=15, use_rep="X", random_state=seed,
+                    transformer=KNeighborsTransformer(n_neighbors=15, mode="distance"))
     lo, hi, best = 0.01, 3.0, None
     for _ in range(20):
         mid = (lo + hi) / 2

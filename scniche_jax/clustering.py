@@ -29,8 +29,15 @@ def leiden_labels(x: np.ndarray, resolution: float = 0.5, n_neighbors: int = 20,
         import scanpy as sc
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError("method='leiden' needs scanpy and leidenalg: pip install 'scniche-jax[leiden]'") from err
+    from sklearn.neighbors import KNeighborsTransformer
+
     tmp = ad.AnnData(np.asarray(x, np.float32))
-    sc.pp.neighbors(tmp, n_neighbors=n_neighbors, use_rep="X", random_state=random_state)
+    # Exact neighbours at every size: from 8,192 cells scanpy's default switches to
+    # pynndescent, whose sparse output scanpy 1.11 cannot read under scipy >= 1.17
+    # (AttributeError: 'csr_array' object has no attribute 'getnnz'). Below that size this is
+    # the graph scanpy builds itself (connectivities equal to 3e-6).
+    exact = KNeighborsTransformer(n_neighbors=n_neighbors, mode="distance")
+    sc.pp.neighbors(tmp, n_neighbors=n_neighbors, use_rep="X", random_state=random_state, transformer=exact)
     sc.tl.leiden(tmp, resolution=resolution, random_state=random_state)
     return tmp.obs["leiden"].astype(str).to_numpy()
 

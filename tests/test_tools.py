@@ -134,6 +134,19 @@ def test_leiden_needs_its_extra_or_runs():
         assert a.obs["scNiche"].nunique() == 3
 
 
+def test_leiden_on_more_cells_than_scanpys_exact_neighbour_limit():
+    # From 8,192 cells scanpy's own neighbour search failed under scipy 1.17 (session 9).
+    pytest.importorskip("leidenalg")
+    from scniche_jax.clustering import leiden_labels
+    centres = np.array([[0.0, 0.0], [8.0, 0.0], [0.0, 8.0]])
+    rng = np.random.default_rng(0)
+    truth = np.repeat(np.arange(3), 3000)
+    x = (centres[truth] + rng.normal(size=(9000, 2))).astype(np.float32)
+    labels = leiden_labels(x, resolution=0.05, n_neighbors=15)
+    from sklearn.metrics import adjusted_rand_score
+    assert adjusted_rand_score(truth, labels) > 0.95
+
+
 def test_plots(tmp_path):
     pytest.importorskip("matplotlib")
     a = sj.datasets.synthetic(200, n_niches=3, n_cell_types=4, seed=0)
