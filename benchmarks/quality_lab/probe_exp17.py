@@ -2,7 +2,7 @@
 
 Variants (all on ``smooth10 @ raw`` unless noted, K = number of labels, Potts p 75):
 ``base`` (the adopted default), ``kern`` (Gaussian-weighted neighbour shares),
-``c100wW`` (composition over 100 cells appended at weight W before smoothing),
+``c100wW`` (the 100-cell composition, already one of the readout's scales, appended once more at weight W before smoothing),
 ``best5`` (five KMeans seeds, each refined, the lowest Potts energy kept).
 Usage: python probe_exp17.py OUT.jsonl SET SEED [SEED...]
 """
