@@ -545,9 +545,10 @@ def main(argv=None) -> dict:
                 t0 = time.perf_counter()
                 result = m.fn(ctx)
                 wall = time.perf_counter() - t0
-                sc = score_run(data.truth, data.labelled, data.slices, result.pop("labels"))
+                labels = result.pop("labels")
+                sc = score_run(data.truth, data.labelled, data.slices, labels)
                 record = dict(ident, kind=m.kind, n_cells=int(data.adata.n_obs), n_labels=data.n_labels,
-                              wall_s=wall, scores=sc, **{k: v for k, v in result.items() if np.isscalar(v) or v is None})
+                              n_found=len(set(np.asarray(labels).tolist())), wall_s=wall, scores=sc, **{k: v for k, v in result.items() if np.isscalar(v) or v is None})
                 runs.append(record)
                 print(f"  {name:26s} seed {seed}: ARI {sc['all']['ari']:.3f} (slice mean {sc['slice_mean']['ari']:.3f}) "
                       f"NMI {sc['all']['nmi']:.3f} F1 {sc['all']['f1']:.3f}  {wall:.1f}s", file=sys.stderr, flush=True)

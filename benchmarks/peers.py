@@ -186,7 +186,8 @@ def _leiden_k(x, k, seed):
         if n == k:
             break
         lo, hi = (mid, hi) if n < k else (lo, mid)
-    return best
+    # the search can end away from K (e.g. disconnected kNN components): report what it reached
+    return best, {"leiden_resolution": float(mid), "n_clusters": int(n)}
 
 
 def run_banksy(ctx) -> dict:
@@ -212,7 +213,8 @@ def run_banksy(ctx) -> dict:
     for idx, m in rows:
         x[idx] = m
     pcs = PCA(n_components=min(20, x.shape[1] - 1), random_state=ctx.seed).fit_transform(x)
-    return {"labels": _leiden_k(pcs, ctx.data.n_labels, ctx.seed)}
+    labels, reached = _leiden_k(pcs, ctx.data.n_labels, ctx.seed)
+    return {"labels": labels, **reached}
 
 
 def available_methods(Method) -> dict:
