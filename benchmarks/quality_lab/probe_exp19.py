@@ -1,0 +1,67 @@
+"""Exp 19: per-niche diagonal variances in the Potts energy (a hidden Markov random field).
+
+ICM from the same KMeans start as ``clustering.potts_refine`` on the cached Exp 16 readouts,
+energy ``(1/d)·[Σ_j (x_ij − μ_cj)² / σ²_cj + Σ_j log σ²_cj] − β·share_i(c)`` (per-niche
+variances; ``potts_refine`` uses one shared spread). Usage: python probe_exp19.py OUT.jsonl SET SEED...
+"""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.metrics import adjusted_rand_score
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import niche_quality as nq  # noqa: E402
+
+CACHE = Path("/tmp/exp16")
+
+
+def icm_diag(x, labels, shares, beta, floor, max_passes=20):
+    n, d = x.shape
+    k = labels.max() + 1
+    rows = np.arange(n)
+    for _ in range(max_passes):
+        onehot = sp.csr_matrix((np.ones(n), (rows, labels)), shape=(n, k))
+        sizes = np.maximum(np.asarray(onehot.sum(0)).ravel(), 1)
+        mu = (onehot.T @ x) / sizes[:, None]
+        var = (onehot.T @ (x ** 2)) / sizes[:, None] - mu ** 2
+        var = np.maximum(var, floor * x.var(0)[None])
+        cost = np.stack([(((x - mu[c]) ** 2) / var[c]).sum(1) + np.log(var[c]).sum() for c in range(k)], 1) / d
+        share = np.asarray((shares @ onehot).todense())
+        new = np.argmin(cost - beta * share, 1)
+        if np.array_equal(new, labels):
+            break
+        labels = new
+    return labels
+
+
+def main(out_path, name, seeds):
+    from scniche_jax import improved as imp
+    from scniche_jax import clustering as cl
+    d = nq.load_set(nq.DATA_DIR / f"{name}.h5ad")
+    groups = imp.slice_groups(d.adata.n_obs, None if d.sample_key is None else d.adata.obs[d.sample_key])
+    coords = np.asarray(d.adata.obsm["spatial"])
+    smooth = imp.spatial_mean_operator(coords, groups, 10)
+    shares = cl.spatial_neighbour_shares(coords, groups, 75)
+    lab = d.labelled
+    out = open(out_path, "a")
+    for seed in seeds:
+        x = np.asarray(smooth @ np.load(CACHE / f"raw_{name}_{seed}.npy"), np.float64)
+        km = cl.kmeans_labels(x.astype(np.float32), d.n_labels, 123, 10)
+        for floor in (0.01, 0.1):
+            for beta in (0.5, 1.0, 1.5, 2.0):
+                labels = icm_diag(x, km.copy(), shares, beta, floor)
+                r = {"set": name, "seed": seed, "tag": f"diag-f{floor:g}-b{beta:g}",
+                     "ari": adjusted_rand_score(d.truth[lab], labels[lab])}
+                if d.slices is not None:
+                    r["ari_slice"] = float(np.mean([adjusted_rand_score(d.truth[lab & (d.slices == s)],
+                                                                        labels[lab & (d.slices == s)])
+                                                    for s in np.unique(d.slices)]))
+                out.write(json.dumps(r) + "\n"); out.flush()
+        print(name, seed, flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], [int(s) for s in sys.argv[3:]])
