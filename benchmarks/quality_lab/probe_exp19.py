@@ -16,6 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import niche_quality as nq  # noqa: E402
 
 CACHE = Path("/tmp/exp16")
+MODE = __import__("os").environ.get("E19_MODE", "diag")  # diag | shared_diag | spherical
+BETAS = tuple(float(b) for b in __import__("os").environ.get("E19_BETAS", "0.5,1,1.5,2").split(","))
+FLOORS = tuple(float(f) for f in __import__("os").environ.get("E19_FLOORS", "0.01,0.1").split(","))
 
 
 def icm_diag(x, labels, shares, beta, floor, max_passes=20):
@@ -28,6 +31,10 @@ def icm_diag(x, labels, shares, beta, floor, max_passes=20):
         mu = (onehot.T @ x) / sizes[:, None]
         var = (onehot.T @ (x ** 2)) / sizes[:, None] - mu ** 2
         var = np.maximum(var, floor * x.var(0)[None])
+        if MODE == "shared_diag":  # one variance per column, pooled over niches
+            var = np.repeat(((sizes[:, None] * var).sum(0) / sizes.sum())[None], k, 0)
+        elif MODE == "spherical":  # one variance per niche
+            var = np.repeat(var.mean(1, keepdims=True), d, 1)
         cost = np.stack([(((x - mu[c]) ** 2) / var[c]).sum(1) + np.log(var[c]).sum() for c in range(k)], 1) / d
         share = np.asarray((shares @ onehot).todense())
         new = np.argmin(cost - beta * share, 1)
@@ -50,10 +57,10 @@ def main(out_path, name, seeds):
     for seed in seeds:
         x = np.asarray(smooth @ np.load(CACHE / f"raw_{name}_{seed}.npy"), np.float64)
         km = cl.kmeans_labels(x.astype(np.float32), d.n_labels, 123, 10)
-        for floor in (0.01, 0.1):
-            for beta in (0.5, 1.0, 1.5, 2.0):
+        for floor in FLOORS:
+            for beta in BETAS:
                 labels = icm_diag(x, km.copy(), shares, beta, floor)
-                r = {"set": name, "seed": seed, "tag": f"diag-f{floor:g}-b{beta:g}",
+                r = {"set": name, "seed": seed, "tag": f"{MODE}-f{floor:g}-b{beta:g}",
                      "ari": adjusted_rand_score(d.truth[lab], labels[lab])}
                 if d.slices is not None:
                     r["ari_slice"] = float(np.mean([adjusted_rand_score(d.truth[lab & (d.slices == s)],
