@@ -103,6 +103,10 @@ class ImprovedOptions(_Serialisable):
       consensus_votes: view graphs that must share an edge (capped at the number of views).
       concat_composition: weight of the standardised composition view appended to the
         standardised embedding in the readout (0: left out).
+      concat_radius_composition: weight of the cell-type composition within fixed radii
+        (:func:`~scniche_jax.improved.radius_composition`, one radius per entry of ``scales``),
+        standardised, appended in the readout beside the k-nearest composition (0, the
+        default: left out; 4 measured in ``benchmarks/quality_lab/LOG.md`` Exp 20).
       concat_expression: weight of the standardised neighbourhood expression
         (``X_data_nbr``) appended in the readout (0: left out).
       slice_readout: z-score the embedding within each slice in the readout, so that slice
@@ -126,6 +130,7 @@ class ImprovedOptions(_Serialisable):
     consensus: str = "majority"
     consensus_votes: int = 2
     concat_composition: float = 4.0
+    concat_radius_composition: float = 0.0
     concat_expression: float = 4.0
     slice_readout: bool = True
     smooth_k: int = 10
@@ -148,11 +153,14 @@ class ImprovedOptions(_Serialisable):
         if self.consensus not in CONSENSUS:
             raise ValueError(f"consensus must be one of {CONSENSUS}, got {self.consensus!r}.")
         _set(self, "consensus_votes", _int(self.consensus_votes, "consensus_votes"))
-        for name in ("concat_composition", "concat_expression"):
+        for name in ("concat_composition", "concat_radius_composition", "concat_expression"):
             weight = _number(getattr(self, name), name)
             if weight < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}.")
             _set(self, name, weight)
+        if self.concat_radius_composition > 0 and not scales:
+            raise ValueError("concat_radius_composition needs the neighbourhood sizes of `scales` (one radius per "
+                             "size); pass scales=(20, 50, 100) or concat_radius_composition=0.")
         _set(self, "slice_readout", bool(self.slice_readout))
         _set(self, "smooth_k", _int(self.smooth_k, "smooth_k"))
         _set(self, "smooth_steps", _int(self.smooth_steps, "smooth_steps", minimum=0))

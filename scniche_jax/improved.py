@@ -39,7 +39,7 @@ from .config import ImprovedOptions
 from .consensus import majority_consensus
 
 __all__ = ["ImprovedOptions", "ABLATIONS", "slice_groups", "spatial_mean_operator", "standardise_per_slice",
-           "multiscale_composition", "data_keys", "improved_views", "majority_consensus", "readout",
+           "multiscale_composition", "radius_composition", "data_keys", "improved_views", "majority_consensus", "readout",
            "smooth_embedding", "finish_embedding", "infer_celltype_key"]
 
 
@@ -58,8 +58,10 @@ ABLATIONS: dict[str, dict] = {
     "improved-no_smoothing": {"improved_options": ImprovedOptions(smooth_steps=0)},
     "improved-no_spatial_prior": {"improved_options": ImprovedOptions(spatial_prior=0.0)},
     "improved-dropout_embedding": {"deterministic_embedding": False},
+    # one piece on: an option not (yet) in the defaults
+    "improved+radius_composition": {"improved_options": ImprovedOptions(concat_radius_composition=4.0)},
 }
-"""One-piece-off variants: ``fit`` keywords added to ``variant="improved"`` (benchmark rows)."""
+"""One-piece-off (and ``+``: one-piece-on) variants: ``fit`` keywords added to ``variant="improved"`` (benchmark rows)."""
 
 
 def slice_groups(n_cells: int, slices: Optional[Sequence] = None) -> np.ndarray:
@@ -118,6 +120,41 @@ def multiscale_composition(coords: np.ndarray, cell_types: Sequence, groups: np.
         raise ValueError("cell types outside `order`.")
     one_hot = sp.csr_matrix((np.ones(codes.size), (np.arange(codes.size), codes)), shape=(codes.size, len(order)))
     return np.hstack([np.asarray((spatial_mean_operator(coords, groups, k) @ one_hot).todense()) for k in scales])
+
+
+def radius_composition(coords: np.ndarray, cell_types: Sequence, groups: np.ndarray,
+                       scales: Sequence[int], order: Optional[Sequence] = None) -> np.ndarray:
+    """Cell-type fractions among the cells within a fixed radius of each cell, one radius per k in ``scales``.
+
+    The radius of a slice is the median distance from its cells to their k-th nearest cell
+    (itself included), so it holds about k cells on average. Unlike the k nearest cells
+    (:func:`multiscale_composition`), a fixed radius does not shrink on the dense side of a
+    border between a dense and a sparse layer, which would pull the composition of the
+    sparse layer's border cells towards the dense one.
+
+    Returns:
+      (N, len(scales) · T) float64, the scales side by side, cell types in ``order``
+      (sorted when None); each cell counts itself.
+    """
+    labels = pd.Series(list(cell_types)).astype(str)
+    order = sorted(pd.unique(labels)) if order is None else [str(t) for t in order]
+    codes = pd.Categorical(labels, categories=order).codes
+    if (codes < 0).any():
+        raise ValueError("cell types outside `order`.")
+    coords = np.asarray(coords, np.float64)[:, :2]
+    one_hot = sp.csr_matrix((np.ones(codes.size), (np.arange(codes.size), codes)), shape=(codes.size, len(order)))
+    out = np.zeros((codes.size, len(scales) * len(order)))
+    for g in pd.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        nn = NearestNeighbors().fit(coords[idx])
+        for s, k in enumerate(scales):
+            dist, _ = nn.kneighbors(n_neighbors=min(int(k), idx.size) - 1) if min(int(k), idx.size) > 1 else (None, None)
+            radius = float(np.median(dist[:, -1])) if dist is not None else 0.0
+            # the fitted points queried without X: each cell's own entry is left out, added once here
+            within = nn.radius_neighbors_graph(radius=radius, mode="connectivity") + sp.eye(idx.size, format="csr")
+            counts = within @ one_hot[idx]
+            out[idx, s * len(order):(s + 1) * len(order)] = counts.toarray() / np.asarray(within.sum(1))
+    return out
 
 
 def infer_celltype_key(adata) -> Optional[str]:
@@ -230,6 +267,10 @@ def finish_embedding(z: np.ndarray, adata, views: dict[str, np.ndarray], options
     _, sample_key, spatial_key = data_keys(adata, options)
     groups = slice_groups(adata.n_obs, None if sample_key is None else adata.obs[sample_key])
     features = [(views["X_ms_comp"], options.concat_composition)]
+    if options.concat_radius_composition > 0:
+        celltype_key = data_keys(adata, options)[0]
+        features.append((radius_composition(adata.obsm[spatial_key], adata.obs[celltype_key], groups, options.scales,
+                                            adata.uns.get("CN_order")), options.concat_radius_composition))
     if options.concat_expression > 0:
         features.append((views["X_data_nbr_std"], options.concat_expression))
     rep = readout([z], features, groups if options.slice_readout else None)

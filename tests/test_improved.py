@@ -128,3 +128,38 @@ def test_readout_concatenates_unit_variance_parts():
     groups = np.array(["a"] * 25 + ["b"] * 25, dtype=object)
     per_slice = imp.readout([z1 + 10 * (groups == "b")[:, None]], groups=groups)
     np.testing.assert_allclose(per_slice[25:].mean(0), 0, atol=1e-5)             # slice offsets removed
+
+
+def test_radius_composition_by_hand_and_within_slices():
+    # Cells on a line at 0, 1, 2, 3 and 10; scale 2: the radius is the median distance to the
+    # nearest other cell, 1 (inclusive), so cell 1 sees cells 0-2 and the isolated cell itself only.
+    xy = np.array([[0, 0], [1, 0], [2, 0], [3, 0], [10, 0]], float)
+    expected = np.array([[1, 0], [2 / 3, 1 / 3], [1 / 3, 2 / 3], [0, 1], [1, 0]])
+    np.testing.assert_allclose(imp.radius_composition(xy, list("AABBA"), imp.slice_groups(5), (2,)), expected)
+    # order sets the columns; a second slice on the same coordinates never mixes with the first
+    both = imp.radius_composition(np.vstack([xy, xy]), list("AABBA") + list("BBBBB"),
+                                  np.array(["s1"] * 5 + ["s2"] * 5, dtype=object), (2, 5), order=["B", "A"])
+    np.testing.assert_allclose(both[:5, :2], expected[:, ::-1])
+    np.testing.assert_allclose(both[5:, :2], [[1, 0]] * 5)
+    np.testing.assert_allclose(both[:, 2:].sum(1), 1)                 # scale 5: every row a fraction
+    with pytest.raises(ValueError, match="outside"):
+        imp.radius_composition(xy, list("AABBC"), imp.slice_groups(5), (2,), order=["A", "B"])
+
+
+def test_radius_composition_option_is_checked_and_widens_the_readout(toy):
+    with pytest.raises(ValueError, match="concat_radius_composition"):
+        imp.ImprovedOptions(concat_radius_composition=-1)
+    with pytest.raises(ValueError, match="concat_radius_composition needs"):
+        imp.ImprovedOptions(scales=(), concat_radius_composition=4.0)
+    on = imp.ImprovedOptions(concat_radius_composition=4.0)
+    assert imp.ImprovedOptions.from_dict(on.to_dict()) == on and imp.ImprovedOptions().concat_radius_composition == 0
+    views = imp.improved_views(toy)
+    z = np.random.default_rng(0).normal(size=(toy.n_obs, 10))
+    plain = imp.finish_embedding(z, toy, views, imp.ImprovedOptions(smooth_steps=0))
+    wide = imp.finish_embedding(z, toy, views, imp.ImprovedOptions(smooth_steps=0, concat_radius_composition=4.0))
+    n_types = len(toy.uns["CN_order"])
+    assert wide.shape[1] == plain.shape[1] + 3 * n_types
+    # the readout puts it after the k-nearest composition, at weight 4: total variance 16
+    start = 10 + 3 * n_types
+    np.testing.assert_allclose(wide[:, :start], plain[:, :start], atol=1e-6)
+    assert wide[:, start:start + 3 * n_types].var(0).sum() == pytest.approx(16, rel=1e-3)
