@@ -24,6 +24,8 @@ import niche_quality as nq  # noqa: E402
 
 CACHE = Path("/tmp/exp16")
 SCALES = (20, 50, 100)
+BETA = float(__import__("os").environ.get("E20_BETA", "1.5"))
+WEIGHT = float(__import__("os").environ.get("E20_WEIGHT", "4"))  # weight of the rebuilt block
 MODES = tuple(__import__("os").environ.get("E20_MODES", "knn,radius,gauss").split(","))
 EXTRAS = tuple(float(v) for v in __import__("os").environ.get("E20_EXTRAS", "0,1").split(","))
 DENSITY = tuple(float(v) for v in __import__("os").environ.get("E20_DENSITY", "0").split(","))  # weights of a log-density block
@@ -78,6 +80,8 @@ def main(out_path, name, seeds):
                            categories=[str(t) for t in order] if order is not None else None)
     one_hot = np.eye(len(types.categories))[types.codes]
     comps = {"knn": imp.multiscale_composition(coords, d.adata.obs[d.celltype_key], groups, SCALES, order)}
+    if "pkg" in MODES:  # the package's radius_composition (each cell counted once)
+        comps["pkg"] = imp.radius_composition(coords, d.adata.obs[d.celltype_key], groups, SCALES, order)
     for mode in ("radius", "gauss"):
         if mode not in MODES:
             continue
@@ -91,7 +95,7 @@ def main(out_path, name, seeds):
         raw = np.load(CACHE / f"raw_{name}_{seed}.npy")
         n_emb = raw.shape[1] - n_comp - views["X_data_nbr_std"].shape[1]
         for mode, comp in ((m, c) for m, c in comps.items() if m in MODES):
-            new = block(comp, 4.0)
+            new = block(comp, WEIGHT)
             if mode == "knn":
                 err = float(np.abs(new - raw[:, n_emb:n_emb + n_comp]).max())
                 print("knn block rebuilt, max abs diff", err, flush=True)
@@ -102,8 +106,8 @@ def main(out_path, name, seeds):
                 for wd in DENSITY:
                     x = np.asarray(smooth @ np.hstack(parts + ([block(density, wd)] if wd else [])), np.float32)
                     km = cl.kmeans_labels(x, d.n_labels, 123, 10)
-                    labels = cl.potts_refine(x, km, shares, 1.5)[0]
-                    r = {"set": name, "seed": seed, "tag": f"{mode}{'+knn' if extra else ''}{f'+dens{wd:g}' if wd else ''}",
+                    labels = cl.potts_refine(x, km, shares, BETA)[0]
+                    r = {"set": name, "seed": seed, "tag": f"{mode}{'+knn' if extra else ''}{f'+dens{wd:g}' if wd else ''}-w{WEIGHT:g}-b{BETA:g}",
                          "ari": adjusted_rand_score(d.truth[lab], labels[lab])}
                     if d.slices is not None:
                         r["ari_slice"] = float(np.mean([adjusted_rand_score(d.truth[lab & (d.slices == s)],
