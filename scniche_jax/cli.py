@@ -69,6 +69,28 @@ def _preprocess(adata, args):
     return adata
 
 
+def _improved_options(args):
+    """``--improved-options`` as an ``ImprovedOptions`` (None when not given), checked before any work."""
+    if args.improved_options is None:
+        return None
+    if args.variant != "improved":
+        raise CliError("--improved-options only applies to --variant improved")
+    import json
+
+    from .config import ImprovedOptions
+
+    try:
+        fields = json.loads(args.improved_options)
+    except json.JSONDecodeError as err:
+        raise CliError(f"--improved-options is not JSON ({err}); e.g. '{{\"concat_radius_composition\": 4}}'") from err
+    if not isinstance(fields, dict):
+        raise CliError(f"--improved-options must be a JSON object of ImprovedOptions fields, got {args.improved_options!r}")
+    try:
+        return ImprovedOptions.from_dict(fields)
+    except (TypeError, ValueError) as err:
+        raise CliError(f"--improved-options: {err}") from err
+
+
 def cmd_fit(args) -> dict:
     import jax
 
@@ -86,10 +108,12 @@ def cmd_fit(args) -> dict:
     if args.stability_max_cells < 0 or 0 < args.stability_max_cells <= args.n_niches_range[1]:
         raise CliError(f"--stability-max-cells must be 0 (every cell) or more than the largest K searched "
                        f"({args.n_niches_range[1]}), got {args.stability_max_cells}")
+    improved_options = _improved_options(args)
     adata = _read(args.input)
     adata = _preprocess(adata, args)
     start = time.perf_counter()
     model = sj.fit(adata, views=None if args.variant == "improved" else args.views, variant=args.variant,
+                   improved_options=improved_options,
                    batch_num=args.batch_num, epochs=args.epochs, patience=args.patience,
                    ari_every=args.ari_every, ari_stop_threshold=args.ari_stop_threshold if args.ari_every else None,
                    seed=args.seed, progress=not args.quiet, precision=args.precision,
@@ -174,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--variant", choices=["reference", "improved"], default="reference",
                    help="'reference' reproduces scNiche exactly; 'improved' finds niches closer to the tissue's "
                         "(multi-scale composition views, spatially smoothed readout)")
+    f.add_argument("--improved-options", default=None, metavar="JSON",
+                   help="with --variant improved: sj.ImprovedOptions fields as a JSON object, "
+                        "e.g. '{\"concat_radius_composition\": 4}' (the rest keep their defaults)")
     f.add_argument("--batch-num", type=_batch_num, default=None, help="number of batches, or 'auto'")
     f.add_argument("--cells-per-batch", type=int, default=None,
                    help="with --batch-num auto: cells per batch (default 1000 on a CPU, 5000 on a GPU)")

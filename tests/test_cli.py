@@ -75,6 +75,12 @@ def test_fit_embed_cluster_end_to_end(merfish_subset, tmp_path):
     (["fit", "{input}", "--out", "o", "--cells-per-batch", "100", "--sample-key", "slice"], "only applies to"),
     (["cluster", "{input}", "--n-niches", "3", "--out", "c.h5ad"], "no 'X_scniche'"),
     (["fit", "{input}", "--out", "o", "--stability-max-cells", "12"], "--stability-max-cells must be 0"),
+    (["fit", "{input}", "--out", "o", "--improved-options", '{"smooth_k": 5}'], "only applies to --variant improved"),
+    (["fit", "{input}", "--out", "o", "--variant", "improved", "--improved-options", "smooth_k=5"], "is not JSON"),
+    (["fit", "{input}", "--out", "o", "--variant", "improved", "--improved-options", '{"nope": 1}'],
+     "unknown ImprovedOptions entries ['nope']"),
+    (["fit", "{input}", "--out", "o", "--variant", "improved", "--improved-options", '{"spatial_prior": -1}'],
+     "--improved-options: spatial_prior must be >= 0"),
     (["fit", "{input}", "--out", "o", "--n-niches-range", "5", "3"], "--n-niches-range must be"),
 ])
 def test_bad_input_exits_2_with_one_line(merfish_subset, tmp_path, args, message):
@@ -119,11 +125,13 @@ def test_fit_without_n_niches_chooses_them_by_stability(merfish_subset, tmp_path
 def test_improved_variant_fits_and_embeds(merfish_subset, tmp_path):
     out = tmp_path / "improved"
     fit = _cli("fit", merfish_subset, "--out", out, "--sample-key", "slice", "--epochs", 2, "--n-niches", 4,
-               "--quiet", "--variant", "improved")
+               "--quiet", "--variant", "improved", "--improved-options", '{"concat_radius_composition": 4}')
     assert fit.returncode == 0, fit.stderr
-    width = 10 + 3 * 9 + 20  # the embedding ⊕ 9 cell types at 3 scales ⊕ 20 PCs of neighbourhood expression
+    # the embedding ⊕ 9 cell types at 3 scales, k nearest and within radii ⊕ 20 PCs of neighbourhood expression
+    width = 10 + 3 * 9 + 3 * 9 + 20
     assert ad.read_h5ad(out / "adata.h5ad").obsm["X_scniche"].shape == (800, width)
-    assert json.loads((out / "config.json").read_text())["model"]["variant"] == "improved"
+    config = json.loads((out / "config.json").read_text())["model"]
+    assert config["variant"] == "improved" and config["improved_options"]["concat_radius_composition"] == 4
     embedded = tmp_path / "embedded.h5ad"
     emb = _cli("embed", out, merfish_subset, "--out", embedded, "--sample-key", "slice")
     assert emb.returncode == 0, emb.stderr
