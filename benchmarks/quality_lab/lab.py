@@ -66,6 +66,22 @@ def evaluate(d, labels) -> dict:
     return {"ari": sc["all"]["ari"], "ari_slice": sc["slice_mean"]["ari"], "nmi": sc["all"]["nmi"], "f1": sc["all"]["f1"]}
 
 
+def write_scores(out, d, seed: int, tag: str, labels) -> None:
+    """One JSON line {set, seed, tag, ari, ari_slice, nmi, f1} (:func:`evaluate`) on the open file ``out``."""
+    import json
+    out.write(json.dumps({"set": d.name, "seed": seed, "tag": tag, **evaluate(d, np.asarray(labels))}) + "\n")
+    out.flush()
+
+
+def adopted_operators(d):
+    """The adopted prior's inputs for set ``d``: (slice groups, coordinates, smoothing over 10 cells, Potts shares over 75)."""
+    from scniche_jax import clustering as cl
+    from scniche_jax import improved as imp
+    groups = imp.slice_groups(d.adata.n_obs, None if d.sample_key is None else d.adata.obs[d.sample_key])
+    coords = np.asarray(d.adata.obsm["spatial"], np.float64)[:, :2]
+    return groups, coords, imp.spatial_mean_operator(coords, groups, 10), cl.spatial_neighbour_shares(coords, groups, 75)
+
+
 def km(x, d, seed):
     return nq.kmeans(x, d.n_labels, seed)
 

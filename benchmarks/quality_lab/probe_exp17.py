@@ -6,17 +6,17 @@ Variants (all on ``smooth10 @ raw`` unless noted, K = number of labels, Potts p 
 ``best5`` (five KMeans seeds, each refined, the lowest Potts energy kept).
 Usage: python probe_exp17.py OUT.jsonl SET SEED [SEED...]
 """
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.metrics import adjusted_rand_score
 from sklearn.neighbors import NearestNeighbors
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import niche_quality as nq  # noqa: E402
+from lab import adopted_operators, write_scores  # noqa: E402
 
 CACHE = Path("/tmp/exp16")
 
@@ -53,25 +53,14 @@ def main(out_path, name, seeds):
     from scniche_jax import improved as imp
     from scniche_jax import clustering as cl
     d = nq.load_set(nq.DATA_DIR / f"{name}.h5ad")
-    groups = imp.slice_groups(d.adata.n_obs, None if d.sample_key is None else d.adata.obs[d.sample_key])
-    coords = np.asarray(d.adata.obsm["spatial"])
-    smooth = imp.spatial_mean_operator(coords, groups, 10)
-    shares = cl.spatial_neighbour_shares(coords, groups, 75)
+    groups, coords, smooth, shares = adopted_operators(d)
     kshares = {f: kernel_shares(coords, groups, 75, f) for f in (0.33, 0.66)}
     c100 = imp.standardise_per_slice(imp.multiscale_composition(coords, d.adata.obs[d.celltype_key], groups, [100]),
                                      groups)
     out = open(out_path, "a")
-    lab = d.labelled
 
     def rec(tag, labels, seed):
-        labels = np.asarray(labels)
-        r = {"set": name, "seed": seed, "tag": tag,
-             "ari": adjusted_rand_score(d.truth[lab], labels[lab])}
-        if d.slices is not None:
-            r["ari_slice"] = float(np.mean([adjusted_rand_score(d.truth[lab & (d.slices == s)],
-                                                                labels[lab & (d.slices == s)])
-                                            for s in np.unique(d.slices)]))
-        out.write(json.dumps(r) + "\n"); out.flush()
+        write_scores(out, d, seed, tag, labels)
 
     for seed in seeds:
         raw = np.load(CACHE / f"raw_{name}_{seed}.npy")

@@ -4,16 +4,16 @@ ICM from the same KMeans start as ``clustering.potts_refine`` on the cached Exp 
 energy ``(1/d)·[Σ_j (x_ij − μ_cj)² / σ²_cj + Σ_j log σ²_cj] − β·share_i(c)`` (per-niche
 variances; ``potts_refine`` uses one shared spread). Usage: python probe_exp19.py OUT.jsonl SET SEED...
 """
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.metrics import adjusted_rand_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import niche_quality as nq  # noqa: E402
+from lab import adopted_operators, write_scores  # noqa: E402
 
 CACHE = Path("/tmp/exp16")
 MODE = __import__("os").environ.get("E19_MODE", "diag")  # diag | shared_diag | spherical
@@ -45,14 +45,9 @@ def icm_diag(x, labels, shares, beta, floor, max_passes=20):
 
 
 def main(out_path, name, seeds):
-    from scniche_jax import improved as imp
     from scniche_jax import clustering as cl
     d = nq.load_set(nq.DATA_DIR / f"{name}.h5ad")
-    groups = imp.slice_groups(d.adata.n_obs, None if d.sample_key is None else d.adata.obs[d.sample_key])
-    coords = np.asarray(d.adata.obsm["spatial"])
-    smooth = imp.spatial_mean_operator(coords, groups, 10)
-    shares = cl.spatial_neighbour_shares(coords, groups, 75)
-    lab = d.labelled
+    _, _, smooth, shares = adopted_operators(d)
     out = open(out_path, "a")
     for seed in seeds:
         x = np.asarray(smooth @ np.load(CACHE / f"raw_{name}_{seed}.npy"), np.float64)
@@ -60,13 +55,7 @@ def main(out_path, name, seeds):
         for floor in FLOORS:
             for beta in BETAS:
                 labels = icm_diag(x, km.copy(), shares, beta, floor)
-                r = {"set": name, "seed": seed, "tag": f"{MODE}-f{floor:g}-b{beta:g}",
-                     "ari": adjusted_rand_score(d.truth[lab], labels[lab])}
-                if d.slices is not None:
-                    r["ari_slice"] = float(np.mean([adjusted_rand_score(d.truth[lab & (d.slices == s)],
-                                                                        labels[lab & (d.slices == s)])
-                                                    for s in np.unique(d.slices)]))
-                out.write(json.dumps(r) + "\n"); out.flush()
+                write_scores(out, d, seed, f"{MODE}-f{floor:g}-b{beta:g}", labels)
         print(name, seed, flush=True)
 
 

@@ -9,18 +9,18 @@ the variant's scales (20, 50, 100); ``knn`` rebuilds today's block (a check). Th
 over 10 cells, KMeans and the prior (β 1.5, 75 neighbours), as adopted.
 Usage: python probe_exp20.py OUT.jsonl SET SEED [SEED...]
 """
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from sklearn.metrics import adjusted_rand_score
 from sklearn.neighbors import NearestNeighbors
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import niche_quality as nq  # noqa: E402
+from lab import adopted_operators, write_scores  # noqa: E402
 
 CACHE = Path("/tmp/exp16")
 SCALES = (20, 50, 100)
@@ -71,8 +71,7 @@ def main(out_path, name, seeds):
     from scniche_jax import clustering as cl
     import scniche_jax as sj
     d = nq.load_set(nq.DATA_DIR / f"{name}.h5ad")
-    groups = imp.slice_groups(d.adata.n_obs, None if d.sample_key is None else d.adata.obs[d.sample_key])
-    coords = np.asarray(d.adata.obsm["spatial"], np.float64)[:, :2]
+    groups, coords, smooth, shares = adopted_operators(d)
     order = d.adata.uns.get("CN_order")
     views = imp.improved_views(d.adata.copy(), sj.ImprovedOptions())
     n_comp = views["X_ms_comp"].shape[1]
@@ -87,9 +86,6 @@ def main(out_path, name, seeds):
             continue
         comps[mode] = np.hstack([kernel_composition(coords, one_hot, groups, k, mode) for k in SCALES])
     density = np.stack([log_density(coords, groups, k) for k in SCALES], 1)
-    smooth = imp.spatial_mean_operator(coords, groups, 10)
-    shares = cl.spatial_neighbour_shares(coords, groups, 75)
-    lab = d.labelled
     out = open(out_path, "a")
     for seed in seeds:
         raw = np.load(CACHE / f"raw_{name}_{seed}.npy")
@@ -107,13 +103,8 @@ def main(out_path, name, seeds):
                     x = np.asarray(smooth @ np.hstack(parts + ([block(density, wd)] if wd else [])), np.float32)
                     km = cl.kmeans_labels(x, d.n_labels, 123, 10)
                     labels = cl.potts_refine(x, km, shares, BETA)[0]
-                    r = {"set": name, "seed": seed, "tag": f"{mode}{'+knn' if extra else ''}{f'+dens{wd:g}' if wd else ''}-w{WEIGHT:g}-b{BETA:g}",
-                         "ari": adjusted_rand_score(d.truth[lab], labels[lab])}
-                    if d.slices is not None:
-                        r["ari_slice"] = float(np.mean([adjusted_rand_score(d.truth[lab & (d.slices == s)],
-                                                                            labels[lab & (d.slices == s)])
-                                                        for s in np.unique(d.slices)]))
-                    out.write(json.dumps(r) + "\n"); out.flush()
+                    tag = f"{mode}{'+knn' if extra else ''}{f'+dens{wd:g}' if wd else ''}-w{WEIGHT:g}-b{BETA:g}"
+                    write_scores(out, d, seed, tag, labels)
         print(name, seed, flush=True)
 
 
