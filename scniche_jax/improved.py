@@ -105,6 +105,16 @@ def standardise_per_slice(x: np.ndarray, groups: np.ndarray) -> np.ndarray:
     return x
 
 
+def _one_hot_types(cell_types: Sequence, order: Optional[Sequence]) -> sp.csr_matrix:
+    """(N, T) one-hot cell types, columns in ``order`` (sorted when None)."""
+    labels = pd.Series(list(cell_types)).astype(str)
+    order = sorted(pd.unique(labels)) if order is None else [str(t) for t in order]
+    codes = pd.Categorical(labels, categories=order).codes
+    if (codes < 0).any():
+        raise ValueError("cell types outside `order`.")
+    return sp.csr_matrix((np.ones(codes.size), (np.arange(codes.size), codes)), shape=(codes.size, len(order)))
+
+
 def multiscale_composition(coords: np.ndarray, cell_types: Sequence, groups: np.ndarray,
                            scales: Sequence[int], order: Optional[Sequence] = None) -> np.ndarray:
     """Cell-type fractions among each cell's k nearest cells (itself included) for each k in ``scales``.
@@ -113,12 +123,7 @@ def multiscale_composition(coords: np.ndarray, cell_types: Sequence, groups: np.
       (N, len(scales) · T) float64, the scales side by side, cell types in ``order``
       (sorted when None).
     """
-    labels = pd.Series(list(cell_types)).astype(str)
-    order = sorted(pd.unique(labels)) if order is None else [str(t) for t in order]
-    codes = pd.Categorical(labels, categories=order).codes
-    if (codes < 0).any():
-        raise ValueError("cell types outside `order`.")
-    one_hot = sp.csr_matrix((np.ones(codes.size), (np.arange(codes.size), codes)), shape=(codes.size, len(order)))
+    one_hot = _one_hot_types(cell_types, order)
     return np.hstack([np.asarray((spatial_mean_operator(coords, groups, k) @ one_hot).todense()) for k in scales])
 
 
@@ -136,24 +141,19 @@ def radius_composition(coords: np.ndarray, cell_types: Sequence, groups: np.ndar
       (N, len(scales) · T) float64, the scales side by side, cell types in ``order``
       (sorted when None); each cell counts itself.
     """
-    labels = pd.Series(list(cell_types)).astype(str)
-    order = sorted(pd.unique(labels)) if order is None else [str(t) for t in order]
-    codes = pd.Categorical(labels, categories=order).codes
-    if (codes < 0).any():
-        raise ValueError("cell types outside `order`.")
+    one_hot = _one_hot_types(cell_types, order)
+    n_types = one_hot.shape[1]
     coords = np.asarray(coords, np.float64)[:, :2]
-    one_hot = sp.csr_matrix((np.ones(codes.size), (np.arange(codes.size), codes)), shape=(codes.size, len(order)))
-    out = np.zeros((codes.size, len(scales) * len(order)))
+    out = np.zeros((one_hot.shape[0], len(scales) * n_types))
     for g in pd.unique(groups):
         idx = np.flatnonzero(groups == g)
         nn = NearestNeighbors().fit(coords[idx])
         for s, k in enumerate(scales):
-            dist, _ = nn.kneighbors(n_neighbors=min(int(k), idx.size) - 1) if min(int(k), idx.size) > 1 else (None, None)
-            radius = float(np.median(dist[:, -1])) if dist is not None else 0.0
+            others = min(int(k), idx.size) - 1  # the k nearest cells, itself included
+            radius = float(np.median(nn.kneighbors(n_neighbors=others)[0][:, -1])) if others > 0 else 0.0
             # the fitted points queried without X: each cell's own entry is left out, added once here
             within = nn.radius_neighbors_graph(radius=radius, mode="connectivity") + sp.eye(idx.size, format="csr")
-            counts = within @ one_hot[idx]
-            out[idx, s * len(order):(s + 1) * len(order)] = counts.toarray() / np.asarray(within.sum(1))
+            out[idx, s * n_types:(s + 1) * n_types] = (within @ one_hot[idx]).toarray() / np.asarray(within.sum(1))
     return out
 
 
