@@ -305,8 +305,12 @@ def run_views_only(ctx: Context) -> dict:
     views = imp.improved_views(adata, options)
     _, sample_key, spatial_key = imp.data_keys(adata, options)
     groups = imp.slice_groups(adata.n_obs, None if sample_key is None else adata.obs[sample_key])
-    features = [(views["X_ms_comp"], options.concat_composition), (views["X_data_nbr_std"], options.concat_expression)]
-    rep = imp.readout([], features)
+    celltype_key = imp.data_keys(adata, options)[0]
+    features = [(views["X_ms_comp"], options.concat_composition),
+                (imp.radius_composition(adata.obsm[spatial_key], adata.obs[celltype_key], groups, options.scales,
+                                        adata.uns.get("CN_order")), options.concat_radius_composition),
+                (views["X_data_nbr_std"], options.concat_expression)]
+    rep = imp.readout([], [(x, w) for x, w in features if w > 0])
     adata.obsm["X_scniche"] = imp.smooth_embedding(rep, adata.obsm[spatial_key], groups, options.smooth_k,
                                                    options.smooth_steps)
     sj.tl.clustering(adata, n_niches=ctx.data.n_labels, **options.clustering_kwargs)

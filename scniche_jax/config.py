@@ -24,6 +24,7 @@ PRECISIONS = ("auto", "bf16", "fp32")
 GRE_SEMANTICS = ("gpu", "cpu")
 VARIANTS = ("reference", "improved")
 CONSENSUS = ("gfn", "majority")
+DEFAULT_RADIUS_WEIGHT = 3.0  # ImprovedOptions.concat_radius_composition (LOG Exp 20, 24)
 
 
 def _int(value: Any, name: str, minimum: int = 1) -> int:
@@ -79,6 +80,15 @@ class _Serialisable:
         return cls(**{k: nested[k].from_dict(v) if k in nested and isinstance(v, dict)
                       else tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
+    @classmethod
+    def from_saved(cls, data: dict[str, Any]):
+        """:meth:`from_dict` for a saved configuration: a field added after the save gets the
+        value that reproduces what was saved (``_absent_in_old_saves``), not today's default."""
+        data = {**getattr(cls, "_absent_in_old_saves", {}), **data}
+        nested = getattr(cls, "_nested", {})
+        data = {k: nested[k].from_saved(v) if k in nested and isinstance(v, dict) else v for k, v in data.items()}
+        return cls.from_dict(data)
+
 
 @dataclass(frozen=True)
 class ImprovedOptions(_Serialisable):
@@ -105,8 +115,15 @@ class ImprovedOptions(_Serialisable):
         standardised embedding in the readout (0: left out).
       concat_radius_composition: weight of the cell-type composition within fixed radii
         (:func:`~scniche_jax.improved.radius_composition`, one radius per entry of ``scales``),
-        standardised, appended in the readout beside the k-nearest composition (0, the
-        default: left out; 4 measured in ``benchmarks/quality_lab/LOG.md`` Exp 20).
+        standardised, appended in the readout beside the k-nearest composition (0: left out;
+        None, the default: 3 when ``scales`` is set, else 0; ``benchmarks/quality_lab/LOG.md``
+        Exp 20 and 24). A configuration saved before this field existed loads with 0, the
+        readout it was fitted with.
+      embedding_weight: weight of the model's embedding in the readout, against the feature
+        blocks above (1: the embedding's total variance equals one block at weight 1; 0: left
+        out, the readout is the features alone). 0.5 by default: at 1 the embedding pulls layer
+        borders of BaristaSeq VISp off the features' (``benchmarks/quality_lab/LOG.md`` Exp 24).
+        A configuration saved before this field existed loads with 1.
       concat_expression: weight of the standardised neighbourhood expression
         (``X_data_nbr``) appended in the readout (0: left out).
       slice_readout: z-score the embedding within each slice in the readout, so that slice
@@ -130,8 +147,9 @@ class ImprovedOptions(_Serialisable):
     consensus: str = "majority"
     consensus_votes: int = 2
     concat_composition: float = 4.0
-    concat_radius_composition: float = 0.0
+    concat_radius_composition: Optional[float] = None
     concat_expression: float = 4.0
+    embedding_weight: float = 0.5
     slice_readout: bool = True
     smooth_k: int = 10
     smooth_steps: int = 1
@@ -139,6 +157,10 @@ class ImprovedOptions(_Serialisable):
     spatial_neighbors: int = 75
     celltype_key: Optional[str] = None
     sample_key: Optional[str] = None
+
+    # Saves from before these fields existed were read out without the radius block, the
+    # embedding at full weight.
+    _absent_in_old_saves = {"concat_radius_composition": 0.0, "embedding_weight": 1.0}
 
     def __post_init__(self):
         scales = (self.scales,) if isinstance(self.scales, (int, np.integer)) else self.scales
@@ -153,7 +175,9 @@ class ImprovedOptions(_Serialisable):
         if self.consensus not in CONSENSUS:
             raise ValueError(f"consensus must be one of {CONSENSUS}, got {self.consensus!r}.")
         _set(self, "consensus_votes", _int(self.consensus_votes, "consensus_votes"))
-        for name in ("concat_composition", "concat_radius_composition", "concat_expression"):
+        if self.concat_radius_composition is None:  # the radii come from `scales`: none, no block
+            _set(self, "concat_radius_composition", DEFAULT_RADIUS_WEIGHT if scales else 0.0)
+        for name in ("concat_composition", "concat_radius_composition", "concat_expression", "embedding_weight"):
             weight = _number(getattr(self, name), name)
             if weight < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}.")
@@ -161,6 +185,10 @@ class ImprovedOptions(_Serialisable):
         if self.concat_radius_composition > 0 and not scales:
             raise ValueError("concat_radius_composition needs the neighbourhood sizes of `scales` (one radius per "
                              "size); pass scales=(20, 50, 100) or concat_radius_composition=0.")
+        if self.embedding_weight == 0 and not (self.concat_composition or self.concat_radius_composition
+                                               or self.concat_expression):
+            raise ValueError("embedding_weight=0 with every concat_* weight 0 leaves the readout empty; give the "
+                             "embedding or one feature block a weight > 0.")
         _set(self, "slice_readout", bool(self.slice_readout))
         _set(self, "smooth_k", _int(self.smooth_k, "smooth_k"))
         _set(self, "smooth_steps", _int(self.smooth_steps, "smooth_steps", minimum=0))

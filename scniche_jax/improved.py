@@ -53,15 +53,16 @@ ABLATIONS: dict[str, dict] = {
     "improved-no_concat_composition": {"improved_options": ImprovedOptions(concat_composition=0.0)},
     "improved-no_concat_expression": {"improved_options": ImprovedOptions(concat_expression=0.0)},
     "improved-no_readout_features": {"improved_options": ImprovedOptions(concat_composition=0.0,
+                                                                         concat_radius_composition=0.0,
                                                                          concat_expression=0.0)},
     "improved-no_slice_readout": {"improved_options": ImprovedOptions(slice_readout=False)},
     "improved-no_smoothing": {"improved_options": ImprovedOptions(smooth_steps=0)},
     "improved-no_spatial_prior": {"improved_options": ImprovedOptions(spatial_prior=0.0)},
+    "improved-no_radius_composition": {"improved_options": ImprovedOptions(concat_radius_composition=0.0)},
+    "improved-embedding_weight_1": {"improved_options": ImprovedOptions(embedding_weight=1.0)},
     "improved-dropout_embedding": {"deterministic_embedding": False},
-    # one piece on: an option not (yet) in the defaults
-    "improved+radius_composition": {"improved_options": ImprovedOptions(concat_radius_composition=4.0)},
 }
-"""One-piece-off (and ``+``: one-piece-on) variants: ``fit`` keywords added to ``variant="improved"`` (benchmark rows)."""
+"""One-piece-off (or one-piece-changed) variants: ``fit`` keywords added to ``variant="improved"`` (benchmark rows)."""
 
 
 def slice_groups(n_cells: int, slices: Optional[Sequence] = None) -> np.ndarray:
@@ -224,23 +225,27 @@ def improved_views(adata, options: ImprovedOptions = ImprovedOptions()) -> dict[
 
 
 def readout(embeddings: Sequence[np.ndarray], features: Sequence[tuple[np.ndarray, float]] = (),
-            groups: Optional[np.ndarray] = None) -> np.ndarray:
+            groups: Optional[np.ndarray] = None, embedding_weight: float = 1.0) -> np.ndarray:
     """One representation from one or more embeddings and weighted feature blocks.
 
     Each embedding is z-scored per column (within each slice when ``groups`` are given: the
-    slice-aware readout) and scaled to unit total variance; each feature block of
-    ``features`` (matrix, weight) is z-scored and scaled to ``weight``² total variance;
-    they are concatenated. One embedding, no features and no ``groups`` returns it unchanged.
+    slice-aware readout) and scaled to ``embedding_weight``² total variance (0: left out);
+    each feature block of ``features`` (matrix, weight) is z-scored and scaled to ``weight``²
+    total variance; they are concatenated. One embedding at weight 1, no features and no
+    ``groups`` returns it unchanged.
     """
     features = [(x, w) for x, w in features if w > 0]
-    if len(embeddings) == 1 and not features and groups is None:
+    embeddings = list(embeddings) if embedding_weight > 0 else []
+    if len(embeddings) == 1 and embedding_weight == 1 and not features and groups is None:
         return np.asarray(embeddings[0], np.float32)
+    if not embeddings and not features:
+        raise ValueError("the readout is empty: give an embedding (embedding_weight > 0) or a feature block a weight > 0.")
 
     def unit(x, per_slice=False):
         x = standardise_per_slice(x, groups if per_slice and groups is not None else slice_groups(len(x)))
         return x / np.sqrt(x.shape[1])
 
-    parts = [unit(z, per_slice=True) for z in embeddings] + [w * unit(x) for x, w in features]
+    parts = [embedding_weight * unit(z, per_slice=True) for z in embeddings] + [w * unit(x) for x, w in features]
     return np.ascontiguousarray(np.hstack(parts), dtype=np.float32)
 
 
@@ -273,5 +278,5 @@ def finish_embedding(z: np.ndarray, adata, views: dict[str, np.ndarray], options
                                             adata.uns.get("CN_order")), options.concat_radius_composition))
     if options.concat_expression > 0:
         features.append((views["X_data_nbr_std"], options.concat_expression))
-    rep = readout([z], features, groups if options.slice_readout else None)
+    rep = readout([z], features, groups if options.slice_readout else None, options.embedding_weight)
     return smooth_embedding(rep, adata.obsm[spatial_key], groups, options.smooth_k, options.smooth_steps)

@@ -480,7 +480,7 @@ class Model:
 
     @classmethod
     def _from_saved(cls, config: dict, gfn_params, state: dict[str, Any], meta: dict[str, Any]) -> "Model":
-        model = cls(**ModelConfig.from_dict(config["model"]).__dict__)
+        model = cls(**ModelConfig.from_saved(config["model"]).__dict__)
         model.data_shape = DataShape.from_dict(config["data"])
         model.optimizer_config = OptimizerConfig.from_dict(config["optimizer"]) if "optimizer" in config else None
         model.stopping_config = StoppingConfig.from_dict(config["stopping"]) if "stopping" in config else None

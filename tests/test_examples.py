@@ -38,7 +38,7 @@ def test_main_job_improved_variant(tmp_path):
                             cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    # 3 epochs, seed 0: measured 0.779 (the reference variant: 0.254); the readout and the prior carry it
+    # 3 epochs, seed 0: measured 0.720 (the reference variant: 0.254); the readout and the prior carry it
     assert summary["variant"] == "improved" and summary["ari_vs_regions"] > 0.70
 
 

@@ -128,6 +128,17 @@ def test_readout_concatenates_unit_variance_parts():
     groups = np.array(["a"] * 25 + ["b"] * 25, dtype=object)
     per_slice = imp.readout([z1 + 10 * (groups == "b")[:, None]], groups=groups)
     np.testing.assert_allclose(per_slice[25:].mean(0), 0, atol=1e-5)             # slice offsets removed
+    # the embedding's weight: 0.5 → total variance 0.25; 0 → left out, the features alone
+    half = imp.readout([z1], [(comp, 2.0)], embedding_weight=0.5)
+    np.testing.assert_allclose([half[:, :3].var(0).sum(), half[:, 3:].var(0).sum()], [0.25, 4.0], rtol=1e-5)
+    np.testing.assert_allclose(imp.readout([z1], [(comp, 2.0)], embedding_weight=0.0), half[:, 3:], atol=1e-6)
+    with pytest.raises(ValueError, match="readout is empty"):
+        imp.readout([z1], [(comp, 0.0)], embedding_weight=0.0)
+    with pytest.raises(ValueError, match="embedding_weight"):
+        imp.ImprovedOptions(embedding_weight=0.0, concat_composition=0.0, concat_radius_composition=0.0,
+                            concat_expression=0.0)
+    with pytest.raises(ValueError, match="embedding_weight must be >= 0"):
+        imp.ImprovedOptions(embedding_weight=-1)
 
 
 def test_radius_composition_by_hand_and_within_slices():
@@ -152,10 +163,19 @@ def test_radius_composition_option_is_checked_and_widens_the_readout(toy):
     with pytest.raises(ValueError, match="concat_radius_composition needs"):
         imp.ImprovedOptions(scales=(), concat_radius_composition=4.0)
     on = imp.ImprovedOptions(concat_radius_composition=4.0)
-    assert imp.ImprovedOptions.from_dict(on.to_dict()) == on and imp.ImprovedOptions().concat_radius_composition == 0
+    assert imp.ImprovedOptions.from_dict(on.to_dict()) == on
+    # the default: weight 3 with scales, none without (the radii are the scales')
+    assert imp.ImprovedOptions().concat_radius_composition == 3.0
+    assert imp.ImprovedOptions(scales=()).concat_radius_composition == 0.0
+    # a configuration saved before the option existed was fitted without it, and loads so
+    saved = imp.ImprovedOptions().to_dict()
+    del saved["concat_radius_composition"]
+    assert imp.ImprovedOptions.from_saved(saved).concat_radius_composition == 0.0
+    assert imp.ImprovedOptions.from_dict(saved).concat_radius_composition == 3.0   # user input: today's default
+    assert imp.ImprovedOptions.from_saved(saved).embedding_weight == 0.5           # in that save: kept
     views = imp.improved_views(toy)
     z = np.random.default_rng(0).normal(size=(toy.n_obs, 10))
-    plain = imp.finish_embedding(z, toy, views, imp.ImprovedOptions(smooth_steps=0))
+    plain = imp.finish_embedding(z, toy, views, imp.ImprovedOptions(smooth_steps=0, concat_radius_composition=0))
     wide = imp.finish_embedding(z, toy, views, imp.ImprovedOptions(smooth_steps=0, concat_radius_composition=4.0))
     n_types = len(toy.uns["CN_order"])
     assert wide.shape[1] == plain.shape[1] + 3 * n_types

@@ -40,8 +40,8 @@ def test_improved_writes_only_the_embedding_and_embed_reproduces_it(two_slices, 
     assert set(a.obsm) == set(two_slices.obsm) | {"X_scniche"}
     assert set(a.uns) == set(two_slices.uns) and "CN_params" in a.uns
     n_types, n_comps = len(two_slices.uns["CN_order"]), two_slices.obsm["X_data_nbr"].shape[1]
-    # embedding ⊕ 3-scale composition ⊕ neighbourhood expression
-    assert a.obsm["X_scniche"].shape == (a.n_obs, 10 + 3 * n_types + n_comps)
+    # embedding ⊕ 3-scale composition, k nearest and within radii ⊕ neighbourhood expression
+    assert a.obsm["X_scniche"].shape == (a.n_obs, 10 + 2 * 3 * n_types + n_comps)
     assert model.config.views == ImprovedOptions().view_names and model.config.deterministic_embedding
     again = model.embed(two_slices)
     np.testing.assert_allclose(again, a.obsm["X_scniche"], atol=1e-5)
@@ -107,8 +107,27 @@ def test_save_and_load_keep_the_variant(fitted, two_slices, tmp_path):
     np.testing.assert_allclose(loaded.embed(two_slices), a.obsm["X_scniche"], atol=1e-5)
 
 
+def test_a_save_from_before_the_readout_options_loads_with_the_readout_it_had(fitted, two_slices, tmp_path):
+    model, a = fitted["improved"]
+    model.save(tmp_path / "m")
+    path = tmp_path / "m" / "config.json"
+    config = json.loads(path.read_text())
+    assert config["model"]["improved_options"].pop("concat_radius_composition") == 3.0
+    assert config["model"]["improved_options"].pop("embedding_weight") == 0.5
+    path.write_text(json.dumps(config))
+    old = sj.load(tmp_path / "m")
+    assert (old.config.improved_options.concat_radius_composition, old.config.improved_options.embedding_weight) == (0, 1)
+    # the same model, read out as before these options existed: no radius block, the embedding at weight 1
+    n_types = len(two_slices.uns["CN_order"])
+    before, now = old.embed(two_slices), a.obsm["X_scniche"]
+    assert before.shape[1] == now.shape[1] - 3 * n_types
+    np.testing.assert_allclose(before[:, :10], 2 * now[:, :10], atol=2e-5)
+    np.testing.assert_allclose(before[:, 10:10 + 3 * n_types], now[:, 10:10 + 3 * n_types], atol=1e-5)
+
+
 def test_every_piece_is_its_own_option(two_slices):
-    options = ImprovedOptions(smooth_steps=0, concat_composition=0.0, concat_expression=0.0, slice_readout=False)
+    options = ImprovedOptions(smooth_steps=0, concat_composition=0.0, concat_radius_composition=0.0,
+                              concat_expression=0.0, slice_readout=False, embedding_weight=1.0)
     a = two_slices.copy()
     model = sj.fit(a, variant="improved", improved_options=options, epochs=2, progress=False)
     assert a.obsm["X_scniche"].shape == (a.n_obs, 10)          # no readout: the model's embedding itself

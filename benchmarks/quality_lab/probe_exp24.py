@@ -1,0 +1,48 @@
+"""Exp 24: the embedding's weight in the readout, with the radius composition block.
+
+Cached Exp 16 readouts: the embedding block (unit total variance) times e, the k-nearest
+composition at weight 4, the package's ``radius_composition`` at weight w, the neighbourhood
+expression at 4; smoothing over 10 cells, KMeans, the prior (β 1.5, 75 neighbours).
+Env E (embedding weights) and W (radius weights), comma-separated.
+Usage: python probe_exp24.py OUT.jsonl SET SEED...
+"""
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import niche_quality as nq  # noqa: E402
+from lab import adopted_operators, write_scores  # noqa: E402
+from probe_exp20 import block, CACHE, SCALES  # noqa: E402
+
+EMBEDDING = tuple(float(e) for e in os.environ.get("E", "0,0.25,0.4,0.5,0.6,0.75,1").split(","))
+RADIUS = tuple(float(w) for w in os.environ.get("W", "3,4").split(","))
+
+
+def main(out_path, name, seeds):
+    import scniche_jax as sj
+    from scniche_jax import clustering as cl
+    from scniche_jax import improved as imp
+    d = nq.load_set(nq.DATA_DIR / f"{name}.h5ad")
+    groups, coords, smooth, shares = adopted_operators(d)
+    views = imp.improved_views(d.adata.copy(), sj.ImprovedOptions())
+    n_comp = views["X_ms_comp"].shape[1]
+    radius = imp.radius_composition(coords, d.adata.obs[d.celltype_key], groups, SCALES, d.adata.uns.get("CN_order"))
+    out = open(out_path, "a")
+    for seed in seeds:
+        raw = np.load(CACHE / f"raw_{name}_{seed}.npy")
+        n_emb = raw.shape[1] - n_comp - views["X_data_nbr_std"].shape[1]
+        for w in RADIUS:
+            for e in EMBEDDING:
+                parts = [raw[:, :n_emb] * e, raw[:, n_emb:n_emb + n_comp], block(radius, w), raw[:, n_emb + n_comp:]]
+                x = np.asarray(smooth @ np.hstack(parts), np.float32)
+                km = cl.kmeans_labels(x, d.n_labels, 123, 10)
+                write_scores(out, d, seed, f"emb{e:g}-w{w:g}", cl.potts_refine(x, km, shares, 1.5)[0])
+        print(name, seed, flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], [int(s) for s in sys.argv[3:]])
