@@ -297,22 +297,18 @@ def run_reference(ctx: Context) -> dict:
 
 
 def run_views_only(ctx: Context) -> dict:
-    """The improved variant without its model: its readout features, smoothed, KMeans."""
+    """The improved variant without its model: its readout features, smoothed, KMeans.
+
+    ``finish_embedding`` with the embedding at weight 0 is exactly the readout of the features.
+    """
+    import dataclasses
+
     import scniche_jax as sj
     from scniche_jax import improved as imp
     adata = ctx.data.adata.copy()
-    options = sj.ImprovedOptions()
+    options = dataclasses.replace(sj.ImprovedOptions(), embedding_weight=0.0)
     views = imp.improved_views(adata, options)
-    _, sample_key, spatial_key = imp.data_keys(adata, options)
-    groups = imp.slice_groups(adata.n_obs, None if sample_key is None else adata.obs[sample_key])
-    celltype_key = imp.data_keys(adata, options)[0]
-    features = [(views["X_ms_comp"], options.concat_composition),
-                (imp.radius_composition(adata.obsm[spatial_key], adata.obs[celltype_key], groups, options.scales,
-                                        adata.uns.get("CN_order")), options.concat_radius_composition),
-                (views["X_data_nbr_std"], options.concat_expression)]
-    rep = imp.readout([], [(x, w) for x, w in features if w > 0])
-    adata.obsm["X_scniche"] = imp.smooth_embedding(rep, adata.obsm[spatial_key], groups, options.smooth_k,
-                                                   options.smooth_steps)
+    adata.obsm["X_scniche"] = imp.finish_embedding(np.zeros((adata.n_obs, 1)), adata, views, options)
     sj.tl.clustering(adata, n_niches=ctx.data.n_labels, **options.clustering_kwargs)
     return {"labels": adata.obs["scNiche"].astype(str).to_numpy()}
 
