@@ -92,3 +92,29 @@ def report(tag, rows):
     line = f"{tag:60s} ARI {m[0]:.3f}±{s[0]:.3f}  slice {m[1]:.3f}  F1 {m[2]:.3f}±{s[2]:.3f}"
     print(line, flush=True)
     return line
+
+
+CACHE = Path("/tmp/exp16")  # Exp 16's cached readouts: raw_{set}_{seed}.npy (embedding | composition | expression)
+
+
+def cached_readout_set(name: str):
+    """Set ``name`` with the adopted operators, the package's radius composition (scales 20, 50, 100)
+    and ``blocks(seed)``: the cached readout split into (embedding, k-nearest composition, expression)."""
+    from types import SimpleNamespace
+
+    import scniche_jax as sj
+    from scniche_jax import improved as imp
+    d = nq.load_set(nq.DATA_DIR / f"{name}.h5ad")
+    groups, coords, smooth, shares = adopted_operators(d)
+    views = imp.improved_views(d.adata.copy(), sj.ImprovedOptions())
+    n_comp, n_expr = views["X_ms_comp"].shape[1], views["X_data_nbr_std"].shape[1]
+    radius = imp.radius_composition(coords, d.adata.obs[d.celltype_key], groups, (20, 50, 100),
+                                    d.adata.uns.get("CN_order"))
+
+    def blocks(seed: int):
+        raw = np.load(CACHE / f"raw_{name}_{seed}.npy")
+        n_emb = raw.shape[1] - n_comp - n_expr
+        return raw[:, :n_emb], raw[:, n_emb:n_emb + n_comp], raw[:, n_emb + n_comp:]
+
+    return SimpleNamespace(d=d, groups=groups, coords=coords, smooth=smooth, shares=shares, radius=radius,
+                           blocks=blocks)

@@ -13,32 +13,24 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import niche_quality as nq  # noqa: E402
-from lab import adopted_operators, write_scores  # noqa: E402
+from lab import cached_readout_set, write_scores  # noqa: E402
 import probe_exp19 as e19  # noqa: E402
-from probe_exp20 import block, CACHE, SCALES  # noqa: E402
+from probe_exp20 import block  # noqa: E402
 
 WEIGHTS = tuple(float(w) for w in os.environ.get("E21_WEIGHTS", "0,3,4").split(","))
 BETAS = tuple(float(b) for b in os.environ.get("E21_BETAS", "1.5,2").split(","))
 
 
 def main(out_path, name, seeds):
-    import scniche_jax as sj
     from scniche_jax import clustering as cl
-    from scniche_jax import improved as imp
     e19.MODE = "shared_diag"
-    d = nq.load_set(nq.DATA_DIR / f"{name}.h5ad")
-    groups, coords, smooth, shares = adopted_operators(d)
-    order = d.adata.uns.get("CN_order")
-    views = imp.improved_views(d.adata.copy(), sj.ImprovedOptions())
-    n_comp = views["X_ms_comp"].shape[1]
-    radius = imp.radius_composition(coords, d.adata.obs[d.celltype_key], groups, SCALES, order)
+    ctx = cached_readout_set(name)
+    d, smooth, shares = ctx.d, ctx.smooth, ctx.shares
     out = open(out_path, "a")
     for seed in seeds:
-        raw = np.load(CACHE / f"raw_{name}_{seed}.npy")
-        n_emb = raw.shape[1] - n_comp - views["X_data_nbr_std"].shape[1]
+        emb, comp, expr = ctx.blocks(seed)
         for w in WEIGHTS:
-            parts = [raw[:, :n_emb + n_comp]] + ([block(radius, w)] if w else []) + [raw[:, n_emb + n_comp:]]
+            parts = [emb, comp] + ([block(ctx.radius, w)] if w else []) + [expr]
             x = np.asarray(smooth @ np.hstack(parts), np.float32)
             km = cl.kmeans_labels(x, d.n_labels, 123, 10)
             write_scores(out, d, seed, f"potts-w{w:g}-b1.5", cl.potts_refine(x, km, shares, 1.5)[0])

@@ -18,9 +18,8 @@ from sklearn.neighbors import NearestNeighbors
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import niche_quality as nq  # noqa: E402
-from lab import adopted_operators, write_scores  # noqa: E402
-from probe_exp20 import block, CACHE, SCALES  # noqa: E402
+from lab import cached_readout_set, write_scores  # noqa: E402
+from probe_exp20 import block  # noqa: E402
 
 WEIGHTS = tuple(float(w) for w in os.environ.get("E22_WEIGHTS", "0,3").split(","))
 BETAS = tuple(float(b) for b in os.environ.get("E22_BETAS", "1.5").split(","))
@@ -44,23 +43,16 @@ def radius_operator(coords, groups, k, include_self):
 
 
 def main(out_path, name, seeds):
-    import scniche_jax as sj
     from scniche_jax import clustering as cl
-    from scniche_jax import improved as imp
-    d = nq.load_set(nq.DATA_DIR / f"{name}.h5ad")
-    groups, coords, smooth_knn, shares_knn = adopted_operators(d)
-    smooth_rad = radius_operator(coords, groups, 10, True)
-    shares_rad = radius_operator(coords, groups, 76, False)
-    order = d.adata.uns.get("CN_order")
-    views = imp.improved_views(d.adata.copy(), sj.ImprovedOptions())
-    n_comp = views["X_ms_comp"].shape[1]
-    radius = imp.radius_composition(coords, d.adata.obs[d.celltype_key], groups, SCALES, order)
+    ctx = cached_readout_set(name)
+    d, smooth_knn, shares_knn = ctx.d, ctx.smooth, ctx.shares
+    smooth_rad = radius_operator(ctx.coords, ctx.groups, 10, True)
+    shares_rad = radius_operator(ctx.coords, ctx.groups, 76, False)
     out = open(out_path, "a")
     for seed in seeds:
-        raw = np.load(CACHE / f"raw_{name}_{seed}.npy")
-        n_emb = raw.shape[1] - n_comp - views["X_data_nbr_std"].shape[1]
+        emb, comp, expr = ctx.blocks(seed)
         for w in WEIGHTS:
-            parts = [raw[:, :n_emb + n_comp]] + ([block(radius, w)] if w else []) + [raw[:, n_emb + n_comp:]]
+            parts = [emb, comp] + ([block(ctx.radius, w)] if w else []) + [expr]
             feats = np.hstack(parts)
             for sname, smooth in (("sk", smooth_knn), ("sr", smooth_rad)):
                 x = np.asarray(smooth @ feats, np.float32)

@@ -14,30 +14,24 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import niche_quality as nq  # noqa: E402
-from lab import adopted_operators, write_scores  # noqa: E402
-from probe_exp20 import block, CACHE, SCALES  # noqa: E402
+from lab import cached_readout_set, write_scores  # noqa: E402
+from probe_exp20 import block  # noqa: E402
 
 WEIGHTS = tuple(float(w) for w in os.environ.get("E23_WEIGHTS", "0,1,2,3").split(","))
 
 
 def main(out_path, name, seeds):
-    import scniche_jax as sj
     from scniche_jax import clustering as cl
     from scniche_jax import improved as imp
-    d = nq.load_set(nq.DATA_DIR / f"{name}.h5ad")
-    groups, coords, smooth, shares = adopted_operators(d)
-    order = d.adata.uns.get("CN_order")
-    views = imp.improved_views(d.adata.copy(), sj.ImprovedOptions())
-    n_comp = views["X_ms_comp"].shape[1]
-    radius = imp.radius_composition(coords, d.adata.obs[d.celltype_key], groups, SCALES, order)
-    own = imp.radius_composition(coords, d.adata.obs[d.celltype_key], groups, (1,), order)  # radius 0: itself
+    ctx = cached_readout_set(name)
+    d, smooth, shares = ctx.d, ctx.smooth, ctx.shares
+    own = imp.radius_composition(ctx.coords, d.adata.obs[d.celltype_key], ctx.groups, (1,),
+                                 d.adata.uns.get("CN_order"))  # radius 0: itself
     own = (own - own.mean(0)) / np.sqrt(own.var(0).sum())
     out = open(out_path, "a")
     for seed in seeds:
-        raw = np.load(CACHE / f"raw_{name}_{seed}.npy")
-        n_emb = raw.shape[1] - n_comp - views["X_data_nbr_std"].shape[1]
-        base = [raw[:, :n_emb + n_comp], block(radius, 3.0), raw[:, n_emb + n_comp:]]
+        emb, comp, expr = ctx.blocks(seed)
+        base = [np.hstack([emb, comp]), block(ctx.radius, 3.0), expr]
         for w in WEIGHTS:
             x = np.asarray(smooth @ np.hstack(base + ([own * w] if w else [])), np.float32)
             km = cl.kmeans_labels(x, d.n_labels, 123, 10)

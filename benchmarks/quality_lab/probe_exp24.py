@@ -14,30 +14,23 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import niche_quality as nq  # noqa: E402
-from lab import adopted_operators, write_scores  # noqa: E402
-from probe_exp20 import block, CACHE, SCALES  # noqa: E402
+from lab import cached_readout_set, write_scores  # noqa: E402
+from probe_exp20 import block  # noqa: E402
 
 EMBEDDING = tuple(float(e) for e in os.environ.get("E", "0,0.25,0.4,0.5,0.6,0.75,1").split(","))
 RADIUS = tuple(float(w) for w in os.environ.get("W", "3,4").split(","))
 
 
 def main(out_path, name, seeds):
-    import scniche_jax as sj
     from scniche_jax import clustering as cl
-    from scniche_jax import improved as imp
-    d = nq.load_set(nq.DATA_DIR / f"{name}.h5ad")
-    groups, coords, smooth, shares = adopted_operators(d)
-    views = imp.improved_views(d.adata.copy(), sj.ImprovedOptions())
-    n_comp = views["X_ms_comp"].shape[1]
-    radius = imp.radius_composition(coords, d.adata.obs[d.celltype_key], groups, SCALES, d.adata.uns.get("CN_order"))
+    ctx = cached_readout_set(name)
+    d, smooth, shares = ctx.d, ctx.smooth, ctx.shares
     out = open(out_path, "a")
     for seed in seeds:
-        raw = np.load(CACHE / f"raw_{name}_{seed}.npy")
-        n_emb = raw.shape[1] - n_comp - views["X_data_nbr_std"].shape[1]
+        emb, comp, expr = ctx.blocks(seed)
         for w in RADIUS:
             for e in EMBEDDING:
-                parts = [raw[:, :n_emb] * e, raw[:, n_emb:n_emb + n_comp], block(radius, w), raw[:, n_emb + n_comp:]]
+                parts = [emb * e, comp, block(ctx.radius, w), expr]
                 x = np.asarray(smooth @ np.hstack(parts), np.float32)
                 km = cl.kmeans_labels(x, d.n_labels, 123, 10)
                 write_scores(out, d, seed, f"emb{e:g}-w{w:g}", cl.potts_refine(x, km, shares, 1.5)[0])
