@@ -56,6 +56,8 @@ MUTATIONS = [
     Mutation("edge padding mask ignored in batch mode (padded edges weigh 1)", "scniche_jax/graphs.py",
              "weights = np.concatenate([weights, np.zeros(pad, np.float32)])",
              "weights = np.concatenate([weights, np.ones(pad, np.float32)])"),
+    Mutation("loss counts a batch's padded edges as real", "scniche_jax/step.py",
+             "(jnp.arange(g.senders.shape[-1]) < g.n_edge[0])", "(jnp.arange(g.senders.shape[-1]) >= 0)"),
     Mutation("GraphConv normalised by in-degree instead of out-degree", "scniche_jax/graphs.py",
              "return (out_deg[senders] ** -0.5", "return (in_deg[senders] ** -0.5"),
     Mutation("dense loss counts the padding rows of its last block", "scniche_jax/losses.py",

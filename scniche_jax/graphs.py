@@ -1,4 +1,4 @@
-"""Per-view kNN graphs: adjacency, GCN edge weights, neighbour lists and MIK indices.
+"""Per-view kNN graphs: adjacency, GCN edge weights and MIK indices.
 
 Everything here is host-side numpy/scipy; the result is turned into device arrays by
 :mod:`scniche_jax.train`. A view graph is the symmetric kNN graph ``A = max(K, Kᵀ)`` of
@@ -127,31 +127,6 @@ def graphs_tuple(senders: np.ndarray, receivers: np.ndarray, n_nodes: int,
     return jraph.GraphsTuple(
         nodes=nodes, edges=weights, senders=senders, receivers=receivers,
         n_node=np.array([n_nodes], np.int32), n_edge=np.array([n_real], np.int32), globals=None)
-
-
-def neighbour_lists(senders: np.ndarray, receivers: np.ndarray, n_nodes: int,
-                    width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Padded adjacency lists of a graph: row i lists the receivers of i's edges.
-
-    Used for the positive (edge) terms of the reconstruction loss, which then need only
-    dense gathers.
-
-    Returns:
-      ``(neighbours, counts)``: (n_nodes, width) int32 indices, left-packed (padding points at
-      the row's own node), and the (n_nodes,) int32 number of real entries of each row.
-    """
-    order = np.lexsort((receivers, senders))
-    src, dst = senders[order], receivers[order]
-    counts = np.bincount(src, minlength=n_nodes)
-    max_deg = int(counts.max()) if counts.size else 0
-    width = max_deg if width is None else width
-    if width < max_deg:
-        raise ValueError(f"width={width} is smaller than the largest degree {max_deg}")
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    slot = np.arange(src.size) - starts[src]
-    nbr = np.repeat(np.arange(n_nodes, dtype=np.int32)[:, None], width, axis=1)
-    nbr[src, slot] = dst
-    return nbr, counts.astype(np.int32)
 
 
 def pos_weight(n_nodes: int, total_edges: int) -> float:

@@ -4,8 +4,8 @@ The reconstruction loss ``mean_v BCEWithLogits(z_v z_vᵀ, A_v, pos_weight)`` is
 a dense part over all B² pairs, ``Σ softplus(x_ij)``, and a correction over the edges of
 ``A_v``, ``Σ_{(i,j)∈A_v} (pos_weight − 1)·softplus(−x_ij) − x_ij``. The dense part runs in
 row blocks and returns its gradient from the same pass (custom VJP), so no B×B array is
-ever materialised; the edge part uses padded neighbour lists, so its gradient needs
-gathers only (``A_v`` is symmetric, which makes both gradients ``2 Σ_j f'(x_ij) z_j``).
+ever materialised; the edge part runs over the padded edge lists of the view graphs
+(``A_v`` is symmetric, which makes both gradients ``2 Σ_j f'(x_ij) z_j``).
 """
 from __future__ import annotations
 
@@ -88,72 +88,74 @@ def _dense_bwd(block, dtype, grad, cotangent):
 dense_softplus_sum.defvjp(_dense_fwd, _dense_bwd)
 
 
-# Neighbour-list columns per chunk of the edge term: its gathered (B, chunk, d) block is the
-# step's working memory, whatever the widest row (a hub) makes the padded width.
-EDGE_CHUNK = 32
+# Edges per chunk of the edge term: its gathered (chunk, d) rows stay in cache.
+EDGE_CHUNK = 1 << 15
 
 
-def _edge_value_and_grad(z, neighbours, counts, pos_weight):
-    n, width = neighbours.shape
-    chunk = min(EDGE_CHUNK, width)
-    n_chunks = -(-width // chunk)
-    padded = jnp.pad(neighbours, ((0, 0), (0, n_chunks * chunk - width)))
-    columns = jnp.arange(chunk)
+def _edge_value_and_grad(z, senders, receivers, mask, pos_weight):
+    # One row per edge: the terms need two gathers and their gradient one scatter-add by
+    # sender, since A is symmetric. (Padded neighbour lists cost 2.5x more per step at 1,000
+    # cells: their width is the largest degree of any batch, most of it padding.)
+    n_edges = senders.shape[0]
+    chunk = min(EDGE_CHUNK, n_edges)
+    n_chunks = -(-n_edges // chunk)
+    pad = n_chunks * chunk - n_edges
+    senders, receivers = (jnp.pad(a, (0, pad)).reshape(n_chunks, chunk) for a in (senders, receivers))
+    mask = jnp.pad(mask, (0, pad)).reshape(n_chunks, chunk)
 
-    def one_chunk(carry, c):
+    def one_chunk(carry, edges):
         value, grad = carry
-        nb = jax.lax.dynamic_slice_in_dim(padded, c * chunk, chunk, axis=1)
-        mask = ((c * chunk + columns)[None, :] < counts[:, None]).astype(jnp.float32)
-        zn = z[nb]  # (B, chunk, d)
-        x = jnp.einsum("bd,bkd->bk", z, zn, precision=jax.lax.Precision.HIGHEST)
+        s, r, m = edges
+        z_receivers = z[r]
+        x = jnp.sum(z[s] * z_receivers, axis=1)
         softplus_neg, sigmoid_neg = _softplus_and_sigmoid(-x)
-        value = value + jnp.sum(mask * ((pos_weight - 1.0) * softplus_neg - x))
-        slope = mask * (-(pos_weight - 1.0) * sigmoid_neg - 1.0)
-        grad = grad + jnp.einsum("bk,bkd->bd", slope, zn, precision=jax.lax.Precision.HIGHEST)
-        return (value, grad), None
+        value = value + jnp.sum(m * ((pos_weight - 1.0) * softplus_neg - x))
+        slope = m * (-(pos_weight - 1.0) * sigmoid_neg - 1.0)
+        return (value, grad + jax.ops.segment_sum(slope[:, None] * z_receivers, s, num_segments=z.shape[0])), None
 
     init = (jnp.zeros((), jnp.float32), jnp.zeros_like(z))
-    (value, grad), _ = jax.lax.scan(one_chunk, init, jnp.arange(n_chunks))
+    (value, grad), _ = jax.lax.scan(one_chunk, init, (senders, receivers, mask))
     return value, 2.0 * grad
 
 
 @jax.custom_vjp
-def edge_correction_sum(z: jax.Array, neighbours: jax.Array, counts: jax.Array,
+def edge_correction_sum(z: jax.Array, senders: jax.Array, receivers: jax.Array, mask: jax.Array,
                         pos_weight: jax.Array) -> jax.Array:
     """``Σ_{(i,j)∈A} (pos_weight − 1)·softplus(−z_i·z_j) − z_i·z_j`` for a symmetric ``A``.
 
     Args:
       z: (B, d) float32.
-      neighbours: (B, D) int32 left-packed padded adjacency lists of ``A``.
-      counts: (B,) int32 number of real entries in each row of ``neighbours``.
+      senders, receivers: (E,) int32 edges of ``A``, padding included.
+      mask: (E,) 1 for a real edge, 0 for padding.
       pos_weight: scalar.
 
     Returns:
       fp32 scalar. Its gradient assumes ``A`` symmetric (every kNN view graph is).
     """
-    return _edge_value_and_grad(z, neighbours, counts, pos_weight)[0]
+    return _edge_value_and_grad(z, senders, receivers, mask, pos_weight)[0]
 
 
-def _edge_fwd(z, neighbours, counts, pos_weight):
-    return _edge_value_and_grad(z, neighbours, counts, pos_weight)
+def _edge_fwd(z, senders, receivers, mask, pos_weight):
+    return _edge_value_and_grad(z, senders, receivers, mask, pos_weight)
 
 
 def _edge_bwd(grad, cotangent):
-    return cotangent * grad, None, None, None
+    return cotangent * grad, None, None, None, None
 
 
 edge_correction_sum.defvjp(_edge_fwd, _edge_bwd)
 
 
-def reconstruction_loss(decoder_inputs: Sequence[jax.Array], neighbours: Sequence[jax.Array],
-                        counts: Sequence[jax.Array], pos_weight: jax.Array, *,
+def reconstruction_loss(decoder_inputs: Sequence[jax.Array],
+                        edges: Sequence[tuple[jax.Array, jax.Array, jax.Array]], pos_weight: jax.Array, *,
                         shared_inputs: bool = False, block: int = 1024,
                         dtype=jnp.float32) -> jax.Array:
     """``mean_v BCEWithLogits(z_v z_vᵀ, A_v, pos_weight)``, each a mean over B².
 
     Args:
       decoder_inputs: V arrays (B, d), ``dropout_v(z)``.
-      neighbours, counts: per view, the padded adjacency lists of ``A_v`` and their lengths.
+      edges: per view, ``(senders, receivers, mask)`` of ``A_v``'s padded edge list (mask 1 on
+        real edges, 0 on padding).
       pos_weight: scalar weight of the positive class.
       shared_inputs: all decoder inputs are the same array (dropout off): the dense part is
         computed once.
@@ -169,9 +171,9 @@ def reconstruction_loss(decoder_inputs: Sequence[jax.Array], neighbours: Sequenc
         dense = n_views * dense_softplus_sum(decoder_inputs[0], block, dtype)
     else:
         dense = sum(dense_softplus_sum(zv, block, dtype) for zv in decoder_inputs)
-    edges = sum(edge_correction_sum(zv, nb, m, pos_weight)
-                for zv, nb, m in zip(decoder_inputs, neighbours, counts))
-    return (dense + edges) / (n_views * float(n) * float(n))
+    positives = sum(edge_correction_sum(zv, senders, receivers, mask, pos_weight)
+                    for zv, (senders, receivers, mask) in zip(decoder_inputs, edges))
+    return (dense + positives) / (n_views * float(n) * float(n))
 
 
 def one_minus(d: jax.Array) -> jax.Array:

@@ -1,23 +1,22 @@
 """Memory of a training run, estimated from shapes before anything is allocated.
 
-Peak memory of one batch on its device (bytes; B cells, V views of widths D_v, E_v padded
-edges and W_v neighbour-list columns per view, E_c consensus edges, C = mik·V MI terms, d
-the embedding width, h the first view-encoder width, b = min(block_size, ⌈B/2⌉)):
+Peak memory of one batch on its device (bytes; B cells, V views of widths D_v and E_v padded
+edges, E_c consensus edges, C = mik·V MI terms, d the embedding width,
+b = min(block_size, ⌈B/2⌉), c = the edge term's chunk, 2^15 edges):
 
-    batch  = 4·Σ_v (B·D_v + 3·E_v + B·W_v + B + 2) + 4·B·C + 4·(3·E_c + 2) + 8     (its arrays, exact)
-    step   = 4·(k_p·b·B + 0.15·h·Σ_v E_v + 9·C·B·d + 2·B·Σ_v D_v)                (working memory)
+    batch  = 4·Σ_v (B·D_v + 3·E_v + 2) + 4·B·C + 4·(3·E_c + 2) + 8               (its arrays, exact)
+    step   = 4·(k_p·b·B + 2.2·d·Σ_v min(E_v, c) + 3.6·C·B·d + 5.2·B·Σ_v D_v)     (working memory)
     peak per batch = batch + step
 
-with k_p = 3.5 for ``precision='bf16'`` and 3 for ``'fp32'``: the B² decoder loss holds about
-three fp32 b×B row blocks (logits, exp, sigmoid) plus their bf16 copy; the other terms are
-the message-passing residuals, the discriminator's activations over C·B pairs and the
-encoder inputs. The coefficients were measured with XLA's compiled memory analysis on
-XLA:CPU (``tests/test_memory.py`` checks the formula within 20 %); GPU fusion differs in
-detail. A run keeps every batch resident, so a device holds ``⌈batches / devices⌉``
+with k_p = 2.6 for ``precision='bf16'`` and 2.25 for ``'fp32'``: the B² decoder loss holds
+a few fp32 b×B row blocks (logits, exp, sigmoid; bf16 adds a copy); the other terms are the
+edge terms of the loss (d-wide rows per edge, one chunk at a time), the discriminator's
+activations over C·B pairs and the encoder inputs. The coefficients are a least-squares
+fit to XLA's compiled memory analysis on XLA:CPU at 300–4,000 cells (within 12 %;
+``tests/test_memory.py`` checks the formula within 20 %); GPU fusion differs in detail. A run keeps every batch resident, so a device holds ``⌈batches / devices⌉``
 batches plus one step, the parameters and Adam state, and the frozen fusion network,
 4·B² bytes (its two B×B/2 layers) plus 10·b_f·B for a block of b_f = min(block_size, B)
-rows. Before graphs exist, ``E_v`` and ``E_c`` are bounded by 2·(k+1)·B and ``W_v`` is
-taken as 4·(k+1).
+rows. Before graphs exist, ``E_v`` and ``E_c`` are bounded by 2·(k+1)·B.
 """
 from __future__ import annotations
 
@@ -29,7 +28,7 @@ import jax
 
 from .batching import batch_size_of, splits_cleanly
 from .config import BatchConfig, ModelConfig
-from .losses import loss_block
+from .losses import EDGE_CHUNK, loss_block
 
 GB = 1e9
 # Bytes of the JAX runtime and compiled programs, beyond the arrays counted here.
@@ -43,7 +42,6 @@ class BatchShapes:
     n_cells: int
     input_sizes: tuple[int, ...]
     edges: tuple[int, ...]
-    widths: tuple[int, ...]
     consensus_edges: int
     mik_columns: int
 
@@ -53,7 +51,6 @@ class BatchShapes:
         return cls(n_cells=int(batch.mik.shape[0]),
                    input_sizes=tuple(int(g.nodes.shape[-1]) for g in batch.views),
                    edges=tuple(int(g.senders.shape[-1]) for g in batch.views),
-                   widths=tuple(int(nb.shape[-1]) for nb in batch.neighbours),
                    consensus_edges=int(batch.consensus.senders.shape[-1]),
                    mik_columns=int(batch.mik.shape[-1]))
 
@@ -62,26 +59,25 @@ class BatchShapes:
         """Upper-bound shapes before the graphs are built (kNN graphs of ``n_neighbors``)."""
         edges = 2 * (n_neighbors + 1) * n_cells
         return cls(n_cells=n_cells, input_sizes=tuple(input_sizes), edges=(edges,) * len(input_sizes),
-                   widths=(min(4 * (n_neighbors + 1), n_cells),) * len(input_sizes), consensus_edges=edges,
-                   mik_columns=mik * len(input_sizes))
+                   consensus_edges=edges, mik_columns=mik * len(input_sizes))
 
 
 def batch_bytes(shapes: BatchShapes) -> int:
     """Bytes of one batch's device arrays (exact)."""
     b = shapes.n_cells
-    views = sum(b * d + 3 * e + b * w + b + 2
-                for d, e, w in zip(shapes.input_sizes, shapes.edges, shapes.widths))
+    views = sum(b * d + 3 * e + 2 for d, e in zip(shapes.input_sizes, shapes.edges))
     return 4 * (views + b * shapes.mik_columns + 3 * shapes.consensus_edges + 2) + 8
 
 
-def step_bytes(shapes: BatchShapes, hidden_size_v: Sequence[int], hidden_size: Sequence[int],
+def step_bytes(shapes: BatchShapes, hidden_size: Sequence[int],
                block_size: int, precision: str) -> int:
     """Working memory of one training step (the documented formula)."""
     b = shapes.n_cells
     rows = loss_block(b, block_size)
-    per_block = 3.0 if precision == "fp32" else 3.5  # 'auto' counted as bf16, the larger
-    elements = (per_block * rows * b + 0.15 * hidden_size_v[0] * sum(shapes.edges)
-                + 9 * shapes.mik_columns * b * hidden_size[-1] + 2 * b * sum(shapes.input_sizes))
+    per_block = 2.25 if precision == "fp32" else 2.6  # 'auto' counted as bf16, the larger
+    latent = hidden_size[-1]
+    elements = (per_block * rows * b + 2.2 * latent * sum(min(e, EDGE_CHUNK) for e in shapes.edges)
+                + 3.6 * shapes.mik_columns * b * latent + 5.2 * b * sum(shapes.input_sizes))
     return int(4 * elements)
 
 
@@ -148,7 +144,7 @@ def estimate(n_cells: int, batch_num: Optional[int], input_sizes: Sequence[int],
     n_batches = batch_num or 1
     n_devices = batching.n_devices
     per_batch = batch_bytes(shapes)
-    step = step_bytes(shapes, model.hidden_size_v, model.hidden_size, batching.block_size, batching.precision)
+    step = step_bytes(shapes, model.hidden_size, batching.block_size, batching.precision)
     fusion = fusion_bytes(batch_size, batching.block_size)
     state = state_bytes(input_sizes, model.hidden_size_v, model.hidden_size)
     device = -(-n_batches // n_devices) * per_batch + step + fusion + state

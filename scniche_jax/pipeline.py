@@ -17,7 +17,7 @@ import numpy as np
 
 from .batching import auto_batch_num, fixed_size_batches, reference_batch_indices
 from .consensus import Consensus, PreparedGfn, build_consensus, majority_consensus
-from .graphs import ViewGraph, build_view_graph, graphs_tuple, neighbour_lists, pos_weight
+from .graphs import ViewGraph, build_view_graph, graphs_tuple, pos_weight
 from .progress import progress_bar
 
 
@@ -25,8 +25,6 @@ class GraphBatch(NamedTuple):
     """Device inputs of one graph or batch (or a stack of them along a leading axis)."""
 
     views: tuple[jraph.GraphsTuple, ...]
-    neighbours: tuple[jax.Array, ...]
-    neighbour_counts: tuple[jax.Array, ...]
     mik: jax.Array
     consensus: jraph.GraphsTuple
     pos_weight: jax.Array
@@ -125,21 +123,14 @@ def assemble_batches(batches: Sequence[tuple[Sequence[ViewGraph], Consensus]]) -
         raise ValueError(f"all batches must have the same number of cells, got {sorted(sizes)}")
     n = sizes.pop()
     edge_pad = [max(views[v].n_edges for views, _ in batches) for v in range(n_views)]
-    nbr_width = [max(int(np.bincount(views[v].senders, minlength=n).max()) for views, _ in batches)
-                 for v in range(n_views)]
     cons_pad = max(c.senders.size for _, c in batches)
 
     def one(views, cons) -> GraphBatch:
-        graphs, nbrs, counts = [], [], []
-        for v, view in enumerate(views):
-            graphs.append(graphs_tuple(view.senders, view.receivers, n, nodes=view.features,
-                                       n_edges_padded=edge_pad[v]))
-            nb, c = neighbour_lists(view.senders, view.receivers, n, width=nbr_width[v])
-            nbrs.append(nb)
-            counts.append(c)
+        graphs = tuple(graphs_tuple(view.senders, view.receivers, n, nodes=view.features, n_edges_padded=edge_pad[v])
+                       for v, view in enumerate(views))
         total_edges = sum(view.n_edges for view in views)
         return GraphBatch(
-            views=tuple(graphs), neighbours=tuple(nbrs), neighbour_counts=tuple(counts),
+            views=graphs,
             mik=np.concatenate([view.mik for view in views], axis=1).astype(np.int32),
             consensus=graphs_tuple(cons.senders, cons.receivers, n, n_edges_padded=cons_pad),
             pos_weight=np.float32(pos_weight(n, total_edges)),

@@ -157,12 +157,18 @@ def loss_fn(params, discriminator, batch: GraphBatch, negatives: jax.Array,
 def _loss(params, discriminator, batch, negatives, deterministic, rngs, settings):
     z, decoder_inputs = settings.mgae.apply({"params": params}, batch.views, batch.consensus,
                                             deterministic=deterministic, rngs=rngs)
-    rec = reconstruction_loss(decoder_inputs, batch.neighbours, batch.neighbour_counts, batch.pos_weight,
+    rec = reconstruction_loss(decoder_inputs, view_edges(batch), batch.pos_weight,
                               shared_inputs=deterministic, block=settings.block_size,
                               dtype=settings.matmul_dtype)
     mim = mutual_info_loss(partial(discriminator_logits, discriminator), z, batch.mik, negatives)
     total = batch.loss_gre + rec + mim
     return total, (Losses(total, batch.loss_gre, rec, mim), z)
+
+
+def view_edges(batch: GraphBatch) -> list[tuple[jax.Array, jax.Array, jax.Array]]:
+    """Per view graph of one batch: its padded ``(senders, receivers, mask)`` (mask 1 on real edges)."""
+    return [(g.senders, g.receivers, (jnp.arange(g.senders.shape[-1]) < g.n_edge[0]).astype(jnp.float32))
+            for g in batch.views]
 
 
 def apply_gradients(state: TrainState, grads) -> TrainState:

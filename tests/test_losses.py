@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scniche_jax.graphs import neighbour_lists, symmetric_knn_adjacency
+from scniche_jax.graphs import symmetric_knn_adjacency
 from scniche_jax.losses import (MIM_EPS, dense_softplus_sum, edge_correction_sum, mutual_info_loss, one_minus,
                                 reconstruction_loss, sample_negatives,
                                 shuffle_by_keys)
@@ -14,6 +14,13 @@ def _symmetric_graph(n, k, seed):
     idx = np.concatenate([np.arange(n)[:, None], rng.integers(0, n, size=(n, k))], axis=1)
     adj = symmetric_knn_adjacency(idx).tocoo()
     return adj, adj.row.astype(np.int32), adj.col.astype(np.int32)
+
+
+def _padded_edges(s, r, n_pad):
+    """The padded edge list of a batch: ``n_pad`` extra edges 0 → 0 with mask 0."""
+    pad = np.zeros(n_pad, np.int32)
+    mask = np.concatenate([np.ones(s.size, np.float32), np.zeros(n_pad, np.float32)])
+    return jnp.asarray(np.concatenate([s, pad])), jnp.asarray(np.concatenate([r, pad])), jnp.asarray(mask)
 
 
 def _torch_bce_with_logits(x, y, pos_weight):
@@ -41,10 +48,12 @@ def test_dense_softplus_sum_bf16_is_close():
     assert abs(float(approx - exact)) <= 2e-3 * abs(float(exact))
 
 
-def test_edge_correction_matches_dense_formula():
+@pytest.mark.parametrize("chunk", [1 << 15, 16, 7])  # one chunk; several, the last padded
+def test_edge_correction_matches_dense_formula(chunk, monkeypatch):
+    monkeypatch.setattr("scniche_jax.losses.EDGE_CHUNK", chunk)
     n = 40
     adj, s, r = _symmetric_graph(n, 4, 0)
-    nbr, counts = neighbour_lists(s, r, n)
+    senders, receivers, mask = _padded_edges(s, r, 9)
     z = jax.random.normal(jax.random.key(1), (n, 5)) * 0.8
     a = jnp.asarray(adj.toarray())
     pw = jnp.float32(3.7)
@@ -53,7 +62,7 @@ def test_edge_correction_matches_dense_formula():
         x = z @ z.T
         return jnp.sum(a * ((pw - 1) * jax.nn.softplus(-x) - x))
 
-    value, grad = jax.value_and_grad(lambda z: edge_correction_sum(z, nbr, counts, pw))(z)
+    value, grad = jax.value_and_grad(lambda z: edge_correction_sum(z, senders, receivers, mask, pw))(z)
     np.testing.assert_allclose(value, naive(z), rtol=1e-5)
     np.testing.assert_allclose(grad, jax.grad(naive)(z), rtol=1e-4, atol=1e-5)
 
@@ -61,17 +70,16 @@ def test_edge_correction_matches_dense_formula():
 def test_reconstruction_loss_equals_bce_with_logits():
     n, views = 30, 3
     graphs = [_symmetric_graph(n, 3, seed) for seed in range(views)]
-    lists = [neighbour_lists(s, r, n) for _, s, r in graphs]
+    edges = [_padded_edges(s, r, 5 * v) for v, (_, s, r) in enumerate(graphs)]
     zs = [jax.random.normal(jax.random.key(v), (n, 4)) for v in range(views)]
     pw = 2.5
-    got = reconstruction_loss(zs, [l[0] for l in lists], [l[1] for l in lists], jnp.float32(pw), block=7)
+    got = reconstruction_loss(zs, edges, jnp.float32(pw), block=7)
     expected = np.mean([
         _torch_bce_with_logits(np.asarray(z @ z.T, np.float64), adj.toarray(), pw).mean()
         for z, (adj, _, _) in zip(zs, graphs)])
     np.testing.assert_allclose(float(got), expected, rtol=1e-5)
-    shared = reconstruction_loss([zs[0]] * views, [l[0] for l in lists], [l[1] for l in lists],
-                                 jnp.float32(pw), shared_inputs=True)
-    separate = reconstruction_loss([zs[0]] * views, [l[0] for l in lists], [l[1] for l in lists], jnp.float32(pw))
+    shared = reconstruction_loss([zs[0]] * views, edges, jnp.float32(pw), shared_inputs=True)
+    separate = reconstruction_loss([zs[0]] * views, edges, jnp.float32(pw))
     np.testing.assert_allclose(float(shared), float(separate), rtol=1e-6)
 
 

@@ -46,7 +46,7 @@ def test_peak_memory_per_batch_matches_the_formula(n, block, dims, precision, hi
 
     shapes = BatchShapes.of(batch)
     assert batch_bytes(shapes) == sum(x.nbytes for x in jax.tree_util.tree_leaves(batch))  # exact
-    step = step_bytes(shapes, hidden_v, hidden, block, precision)
+    step = step_bytes(shapes, hidden, block, precision)
     assert abs(step - analysis.temp_size_in_bytes) <= 0.2 * analysis.temp_size_in_bytes
     measured = analysis.temp_size_in_bytes + analysis.argument_size_in_bytes
     formula = batch_bytes(shapes) + step + state_bytes(dims, hidden_v, hidden)
