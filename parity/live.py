@@ -23,12 +23,13 @@ import numpy as np
 
 import scniche_jax as sj
 from scniche_jax.consensus import build_consensus
-from scniche_jax.graphs import build_view_graph
+from scniche_jax.graphs import build_view_graph, view_graph_from_edges
 from golden import train_step_with_negatives
 from scniche_jax.networks import GraphFusionNetwork
 from scniche_jax.pipeline import assemble_batches, batch_at
 from scniche_jax.step import StepSettings, embed_batches, init_state, make_state
-from scniche_jax.torch_format import discriminator_params_to_state_dict, mgae_params_to_state_dict
+from scniche_jax.torch_format import (discriminator_params_from_state_dict, discriminator_params_to_state_dict,
+                                     mgae_params_from_state_dict, mgae_params_to_state_dict)
 
 DRIVER = Path(__file__).resolve().parent / "reference" / "run_reference.py"
 ENV_PYTHON, ENV_SRC = "SCNICHE_REFERENCE_PYTHON", "SCNICHE_REFERENCE_SRC"
@@ -111,6 +112,21 @@ def write_case(case: Case, path: Path) -> Path:
             "hidden_size": list(case.hidden_size), "lr": case.lr}
     np.savez(path, meta=np.array(json.dumps(meta)), **arrays)
     return path
+
+
+def read_case(path: Path) -> Case:
+    """A case written by :func:`write_case` (the consensus rebuilt from its fusion network)."""
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = json.loads(str(arrays["meta"]))
+    views, hv, h = meta["views"], meta["hidden_size_v"], meta["hidden_size"]
+    graphs = [view_graph_from_edges(arrays[f"view{v}/feat"], arrays[f"view{v}/edge_src"], arrays[f"view{v}/edge_dst"],
+                                    arrays[f"view{v}/mik"]) for v in range(len(views))]
+    params, gfn = mgae_params_from_state_dict({k[5:]: v for k, v in arrays.items() if k.startswith("mgae/")},
+                                              len(views), len(hv), len(h))
+    disc = discriminator_params_from_state_dict({k[5:]: v for k, v in arrays.items() if k.startswith("disc/")})
+    consensus = build_consensus(gfn, graphs, gre_semantics="cpu")
+    return Case(tuple(views), tuple(hv), tuple(h), graphs, consensus, params, gfn, disc, arrays["perm"], meta["lr"])
 
 
 def our_forward(case: Case) -> dict:

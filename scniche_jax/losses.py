@@ -88,6 +88,19 @@ def _dense_bwd(block, dtype, grad, cotangent):
 dense_softplus_sum.defvjp(_dense_fwd, _dense_bwd)
 
 
+def rowwise_dot(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``Σ_k a[:, k]·b[:, k]`` summed in index order, one product at a time (fp32).
+
+    PyTorch's matmul forms the reference's logits in this order; XLA's reduction sums in a
+    tree, which put 20-epoch trajectories on ill-conditioned cases 3e-3 · max |z| away from
+    the reference's (measured against the live reference, N = 256, seed 0) instead of 5e-7.
+    """
+    total = a[:, 0] * b[:, 0]
+    for k in range(1, a.shape[1]):
+        total = total + a[:, k] * b[:, k]
+    return total
+
+
 # Edges per chunk of the edge term: its gathered (chunk, d) rows stay in cache.
 EDGE_CHUNK = 1 << 15
 
@@ -107,7 +120,7 @@ def _edge_value_and_grad(z, senders, receivers, mask, pos_weight):
         value, grad = carry
         s, r, m = edges
         z_receivers = z[r]
-        x = jnp.sum(z[s] * z_receivers, axis=1)
+        x = rowwise_dot(z[s], z_receivers)
         softplus_neg, sigmoid_neg = _softplus_and_sigmoid(-x)
         value = value + jnp.sum(m * ((pos_weight - 1.0) * softplus_neg - x))
         slope = m * (-(pos_weight - 1.0) * sigmoid_neg - 1.0)
