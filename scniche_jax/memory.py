@@ -13,8 +13,9 @@ a few fp32 b×B row blocks (logits, exp, sigmoid; bf16 adds a copy); the other t
 edge terms of the loss (d-wide rows per edge, one chunk at a time), the discriminator's
 activations over C·B pairs and the encoder inputs. The coefficients are a least-squares
 fit to XLA's compiled memory analysis on XLA:CPU at 300–4,000 cells (within 12 %;
-``tests/test_memory.py`` checks the formula within 20 %); GPU fusion differs in detail. A run keeps every batch resident, so a device holds ``⌈batches / devices⌉``
-batches plus one step, the parameters and Adam state, and the frozen fusion network,
+``tests/test_memory.py`` checks the formula within 20 %); GPU fusion differs in detail. A
+run keeps every batch resident, so a device holds ``⌈batches / devices⌉`` batches plus one
+step, the parameters and Adam state, and the frozen fusion network,
 4·B² bytes (its two B×B/2 layers) plus 10·b_f·B for a block of b_f = min(block_size, B)
 rows. Before graphs exist, ``E_v`` and ``E_c`` are bounded by 2·(k+1)·B.
 """
