@@ -6,9 +6,13 @@ The public names are imported on first use, so ``import scniche_jax.cli`` (and
 from __future__ import annotations
 
 import importlib
+from importlib.metadata import PackageNotFoundError, version as _version
 from typing import Any
 
-__version__ = "0.2.0"
+try:
+    __version__ = _version("scniche-jax")
+except PackageNotFoundError:  # a source tree on sys.path without an install
+    __version__ = "0+unknown"
 
 _SUBMODULES = ("datasets", "pl", "pp", "tl")
 _NAMES = {
