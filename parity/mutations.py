@@ -112,9 +112,13 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=int, default=900, help="seconds per pytest run")
     parser.add_argument("--skip-clean", action="store_true",
                         help="skip the unmutated run (when the full suite has just passed, as in CI)")
+    parser.add_argument("--only", metavar="TEXT", help="run only the mutations whose name contains TEXT")
     args = parser.parse_args(argv)
+    mutations = [m for m in MUTATIONS if args.only is None or args.only in m.name]
+    if not mutations:
+        parser.error(f"no mutation name contains {args.only!r}")
     if args.list:
-        for m in MUTATIONS:
+        for m in mutations:
             print(f"{m.name}: {m.path}: {m.old!r} -> {m.new!r}")
         return 0
     with tempfile.TemporaryDirectory(prefix="scniche_mutations_") as tmp:
@@ -130,7 +134,7 @@ def main(argv=None) -> int:
             if not passed:
                 return 2
         survived = 0
-        for m in MUTATIONS:
+        for m in mutations:
             workdir = Path(tmp) / f"mutant_{MUTATIONS.index(m)}"
             copy_repo(workdir)
             apply(workdir, m)
@@ -139,7 +143,7 @@ def main(argv=None) -> int:
             survived += passed
             print(f"{m.name:<62} {verdict} ({seconds:.0f} s)", flush=True)
             shutil.rmtree(workdir, ignore_errors=True)
-    print(f"{len(MUTATIONS) - survived} of {len(MUTATIONS)} mutations caught")
+    print(f"{len(mutations) - survived} of {len(mutations)} mutations caught")
     return 1 if survived else 0
 
 

@@ -1,10 +1,11 @@
-"""Parity against the golden fixture made by the PyTorch reference (REFERENCE.md, parity/README).
+"""Parity against the golden fixture made by the PyTorch reference (parity/README.md).
 
 The fixture's own settings (views, hidden sizes, k, mik, lr, steps) build the model; its
 initial state dict, graphs, MIK and MIM permutations drive it, with dropout off and fp32.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -201,22 +202,28 @@ def test_reference_model_pt_reproduces_the_fixture_embedding(golden):
         assert np.array_equal(model.to_torch_dict()["model_state"][key], value), key
 
 
-TRAIN20 = Path(__file__).resolve().parent / "fixtures" / "reference_train20_n256_seed0.npz"
+TRAIN20 = Path(__file__).resolve().parent / "fixtures" / "reference_train20_n256_seed2.npz"
+# 10x the largest error measured on three CPUs (AVX-512 native, AVX-512 under
+# --xla_cpu_max_isa=AVX2, an emulated AVX2-only EPYC; parity/README.md): z 3.0e-7, losses 1.7e-7.
+TRAIN20_TOLERANCES = {"z_rel": 3e-6, "loss_rel": 2e-6}
 
 
 def test_twenty_epochs_match_a_stored_reference_run():
-    """20 Adam steps (N = 256, live case seed 0, dropout off, fp32) against the real reference's
-    run of the same case, stored: max |Δz| measured 4.7e-7 of max |z_ref|, losses 1.7e-7.
+    """20 Adam steps (N = 256, live case seed 2, dropout off, fp32) against the real reference's
+    run of the same case, stored.
 
-    This case is ill-conditioned (the reference moves 2.8e-3 when its initial weights move by
-    one ulp), so it also pins the order of our fp32 sums: the edge logits summed as a tree
-    instead of in index order land 2.8e-3 away.
+    The case is well-conditioned: the reference's own trajectory moves by at most 3.6e-7 of
+    max |z| when its initial weights move by one fp32 ulp (four sign patterns, stored in the
+    fixture's ``provenance``), so another CPU's summation order cannot carry a correct model
+    near the tolerance, while a wrong model lands far outside it.
     """
     from live import our_train, read_case
 
     case = read_case(TRAIN20)
     with np.load(TRAIN20) as f:
         z_ref, loss_ref = f["reference/z"], f["reference/loss"]
+        conditioning = json.loads(str(f["provenance"]))["conditioning"]["selected_max_move"]
+    assert conditioning <= 1e-6
     ours = our_train(case, 20)
-    assert np.abs(ours["z"] - z_ref).max() <= 1e-5 * np.abs(z_ref).max()
-    np.testing.assert_allclose(ours["loss"], loss_ref, rtol=1e-5)
+    assert np.abs(ours["z"] - z_ref).max() <= TRAIN20_TOLERANCES["z_rel"] * np.abs(z_ref).max()
+    np.testing.assert_allclose(ours["loss"], loss_ref, rtol=TRAIN20_TOLERANCES["loss_rel"])

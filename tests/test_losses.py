@@ -5,7 +5,7 @@ import pytest
 
 from scniche_jax.graphs import symmetric_knn_adjacency
 from scniche_jax.losses import (MIM_EPS, dense_softplus_sum, edge_correction_sum, mutual_info_loss, one_minus,
-                                reconstruction_loss, sample_negatives,
+                                reconstruction_loss, rowwise_dot, sample_negatives,
                                 shuffle_by_keys)
 
 
@@ -165,3 +165,49 @@ def test_loss_block_size_is_cache_sized_on_cpu_only():
     assert loss_block_size(1024, 5000, "cpu") == 256          # never below 256 rows
     assert loss_block_size(1024, 1000, "cpu") == 1024         # small graphs: unchanged (then ⌈B/2⌉)
     assert loss_block_size(128, 4000, "cpu") == 128           # an explicit smaller block is kept
+
+
+def _order_sensitive_rows(n_rows: int, width: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Factors whose products are exact in float32 but whose row sums round, by order.
+
+    Each product has at most 12 significant bits, so a fused multiply-add rounds like a
+    multiply then an add, while the terms of a row span 2^-10 to 2^22: only the order of
+    the additions decides each rounded sum, on any CPU.
+    """
+    rng = np.random.default_rng(seed)
+    a = rng.integers(-255, 256, size=(n_rows, width)) * 2.0 ** rng.integers(-10, 11, size=(n_rows, width))
+    b = rng.integers(-15, 16, size=(n_rows, width))
+    return a.astype(np.float32), b.astype(np.float32)
+
+
+def _index_order_sum(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    total = a[:, 0] * b[:, 0]
+    for k in range(1, a.shape[1]):
+        total = (total + a[:, k] * b[:, k]).astype(np.float32)
+    return total
+
+
+def test_rowwise_dot_sums_in_index_order():
+    a, b = _order_sensitive_rows(4096, 10, seed=0)
+    expected = _index_order_sum(a, b)
+    reversed_order = _index_order_sum(a[:, ::-1], b[:, ::-1])
+    assert np.mean(expected != reversed_order) > 0.2                      # the order matters here
+    np.testing.assert_array_equal(np.asarray(jax.jit(rowwise_dot)(a, b)), expected)
+
+
+def test_edge_logits_are_summed_in_index_order():
+    """The edge term of the loss forms each logit ``z_i · z_j`` in index order, as PyTorch's
+    matmul does: with ``pos_weight = 1`` and one real edge its value is exactly ``-z_i · z_j``."""
+    n_edges, width = 64, 10
+    a, b = _order_sensitive_rows(n_edges, width, seed=1)
+    z = jnp.asarray(np.concatenate([a, b]))
+    expected = _index_order_sum(a, b)
+    senders, receivers = np.arange(n_edges, dtype=np.int32), np.arange(n_edges, 2 * n_edges, dtype=np.int32)
+    value = jax.jit(edge_correction_sum)
+    got = []
+    for e in range(n_edges):            # one real edge at a time: the sum over edges adds only zeros
+        mask = np.zeros(n_edges, np.float32)
+        mask[e] = 1.0
+        got.append(-float(value(z, senders, receivers, mask, jnp.float32(1.0))))
+    assert np.mean(expected != _index_order_sum(a[:, ::-1], b[:, ::-1])) > 0.2
+    np.testing.assert_array_equal(np.array(got, np.float32), expected)
