@@ -39,8 +39,9 @@ def test_main_job_improved_variant(tmp_path):
                             cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    # 3 epochs, seed 0: measured 0.720 (the reference variant: 0.254); the readout and the prior carry it
-    assert summary["variant"] == "improved" and summary["ari_vs_regions"] > 0.70
+    # 3 epochs: seeds 0-4 measured 0.67-0.76 (the reference variant: 0.10-0.25); the readout and the
+    # prior carry it. The bound sits under that range: one seed's value moves with the CPU's rounding.
+    assert summary["variant"] == "improved" and summary["ari_vs_regions"] > 0.6
 
 
 def test_analysis_notebook_executes(monkeypatch):
