@@ -46,7 +46,8 @@ extensions = [
     "sphinx_copybutton",
 ]
 
-source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb", ".rst": "restructuredtext"}
+# .rst first: autosummary writes its API stubs with the first suffix
+source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
 master_doc = "index"
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints"]
 templates_path = ["_templates"]
@@ -69,10 +70,10 @@ napoleon_google_docstring = True
 napoleon_numpy_docstring = True
 napoleon_use_rtype = True
 napoleon_use_param = True
+napoleon_use_ivar = True
 napoleon_custom_sections = [("Params", "params_style")]
 # Types named in signatures that have no page here (no intersphinx: nothing is fetched).
 nitpicky = False
-suppress_warnings = ["myst.header"]
 
 html_theme = "furo"
 html_title = f"scniche-jax {release}"

@@ -153,23 +153,44 @@ def enrichment(adata: Any, groupby: str = "scNiche", key: str = "Cell_type", sam
     - with one sample: a one-sided hypergeometric test (at least this many cells of the
       label in the niche, drawing the niche's cells at random from all cells).
 
-    Args:
-      adata: cells with categorical ``obs[groupby]`` and labels ``obs[key]``; or a
+    Parameters
+    ----------
+    adata
+        Cells with categorical ``obs[groupby]`` and labels ``obs[key]``; or a
         ``spatialdata.SpatialData`` (its table ``table_key``).
-      groupby: ``obs`` column of niches (categorical).
-      key: ``obs`` column of the labels whose enrichment is tested.
-      sample_key: ``obs`` column of samples; None treats all cells as one sample.
-      min_cells: smallest niche (cells in one sample) that is tested (scNiche uses 20).
-      key_added: ``uns`` key of the stored table; None stores nothing.
-      table_key: the table of a SpatialData.
+    groupby
+        ``obs`` column of niches (categorical).
+    key
+        ``obs`` column of the labels whose enrichment is tested.
+    sample_key
+        ``obs`` column of samples; None treats all cells as one sample.
+    min_cells
+        Smallest niche (cells in one sample) that is tested (scNiche uses 20).
+    key_added
+        ``uns`` key of the stored table; None stores nothing.
+    table_key
+        The table of a SpatialData.
 
-    Returns:
-      One row per (niche, label) with columns ``groupby``, ``key`` (both categorical),
-      ``proportion`` (mean over samples of the label's share in the niche),
-      ``proportion_outside``, ``log2_fold_change`` (log2 of their ratio, a pseudo-proportion
-      of 1e-3 added to both), ``p_value``, ``p_adj`` (Benjamini–Hochberg over the table;
-      NaN where no test was possible), ``n_cells`` (cells of the label in the niche),
-      ``n_samples`` (samples where the niche was tested) and ``test``.
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (niche, label) with columns ``groupby``, ``key`` (both categorical),
+        ``proportion`` (mean over samples of the label's share in the niche),
+        ``proportion_outside``, ``log2_fold_change`` (log2 of their ratio, a pseudo-proportion
+        of 1e-3 added to both), ``p_value``, ``p_adj`` (Benjamini–Hochberg over the table;
+        NaN where no test was possible), ``n_cells`` (cells of the label in the niche),
+        ``n_samples`` (samples where the niche was tested) and ``test``.
+
+    Examples
+    --------
+    >>> import scniche_jax as sj
+    >>> adata = sj.datasets.synthetic(n_cells=600, n_niches=4, seed=0)
+    >>> sj.pp.cal_spatial_neighbors(adata, celltype_key="Cell_type", verbose=False)
+    >>> sj.pp.cal_spatial_exp(adata, verbose=False)
+    >>> model = sj.fit(adata, epochs=3, progress=False)
+    >>> sj.tl.clustering(adata, n_niches=4)
+    >>> df = sj.tl.enrichment(adata, key="Cell_type")
+    >>> df[["scNiche", "Cell_type", "log2_fold_change", "p_adj"]].head()  # doctest: +SKIP
     """
     adata = _checked_labels(adata, table_key, groupby, key, sample_key)
     min_cells = _check_min_cells(min_cells)
@@ -295,34 +316,60 @@ def niche_adjacency(adata: Any, groupby: str = "scNiche", sample_key: Optional[s
     counts come from ``n_perms`` shuffles of the niche labels within each sample; the
     z-score is (observed − mean) / sd over the shuffles, the p-value two-sided.
 
-    Args:
-      adata: cells with categorical ``obs[groupby]`` and ``obsm[spatial_key]``; or a
+    Parameters
+    ----------
+    adata
+        Cells with categorical ``obs[groupby]`` and ``obsm[spatial_key]``; or a
         ``spatialdata.SpatialData`` (its table ``table_key``).
-      groupby: ``obs`` column of niches (categorical).
-      sample_key: ``obs`` column of samples (one graph and one shuffle per sample, plus the
-        pooled rows); None: all cells form one sample.
-      graph: ``'delaunay'`` or ``'knn'``.
-      n_neighbors: neighbours per cell for ``graph='knn'``.
-      use_graph: True for ``obsp['spatial_connectivities']`` (``squidpy.gr.spatial_neighbors``)
-        or any ``obsp`` key; overrides ``graph``.
-      normalize: report links per cell of the source niche (scNiche's ``normalize``) instead
-        of raw counts in ``observed`` and ``expected`` (z-scores are unaffected).
-      n_perms: label shuffles per sample.
-      seed: seed of the shuffles.
-      spatial_key: ``obsm`` key of the coordinates (not needed with ``use_graph``).
-      key_added: ``uns`` key of the stored table; None stores nothing.
-      table_key: the table of a SpatialData.
+    groupby
+        ``obs`` column of niches (categorical).
+    sample_key
+        ``obs`` column of samples (one graph and one shuffle per sample, plus the pooled rows);
+        None: all cells form one sample.
+    graph
+        ``'delaunay'`` or ``'knn'``.
+    n_neighbors
+        Neighbours per cell for ``graph='knn'``.
+    use_graph
+        True for ``obsp['spatial_connectivities']`` (``squidpy.gr.spatial_neighbors``) or any
+        ``obsp`` key; overrides ``graph``.
+    normalize
+        Report links per cell of the source niche (scNiche's ``normalize``) instead of raw counts in
+        ``observed`` and ``expected`` (z-scores are unaffected).
+    n_perms
+        Label shuffles per sample.
+    seed
+        Seed of the shuffles.
+    spatial_key
+        ``obsm`` key of the coordinates (not needed with ``use_graph``).
+    key_added
+        ``uns`` key of the stored table; None stores nothing.
+    table_key
+        The table of a SpatialData.
 
-    Returns:
-      One row per (sample, source niche, target niche) with columns ``sample_key`` (or
-      ``'sample'``; ``'(pooled)'`` marks the rows summed over samples, the only rows when
-      there is one sample), ``source``, ``target`` (categorical), ``n_links``, ``observed``,
-      ``expected``, ``log2_ratio`` (log2 of (links + 1) / (expected links + 1): how much more
-      or less contact than chance, comparable between niches of different sizes), ``z_score``
-      (grows with the niches' sizes as well as with the effect: between two large niches a
-      small deficit has a large |z|), ``p_value``, ``p_adj`` (Benjamini–Hochberg within each
-      sample block) and ``n_cells_source``. ``table.pivot(index='source', columns='target',
-      values='z_score')`` of the pooled rows is the niche × niche matrix.
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (sample, source niche, target niche) with columns ``sample_key`` (or
+        ``'sample'``; ``'(pooled)'`` marks the rows summed over samples, the only rows when
+        there is one sample), ``source``, ``target`` (categorical), ``n_links``, ``observed``,
+        ``expected``, ``log2_ratio`` (log2 of (links + 1) / (expected links + 1): how much more
+        or less contact than chance, comparable between niches of different sizes), ``z_score``
+        (grows with the niches' sizes as well as with the effect: between two large niches a
+        small deficit has a large |z|), ``p_value``, ``p_adj`` (Benjamini–Hochberg within each
+        sample block) and ``n_cells_source``. ``table.pivot(index='source', columns='target',
+        values='z_score')`` of the pooled rows is the niche × niche matrix.
+
+    Examples
+    --------
+    >>> import scniche_jax as sj
+    >>> adata = sj.datasets.synthetic(n_cells=600, n_niches=4, seed=0)
+    >>> sj.pp.cal_spatial_neighbors(adata, celltype_key="Cell_type", verbose=False)
+    >>> sj.pp.cal_spatial_exp(adata, verbose=False)
+    >>> model = sj.fit(adata, epochs=3, progress=False)
+    >>> sj.tl.clustering(adata, n_niches=4)
+    >>> df = sj.tl.niche_adjacency(adata, n_perms=100)
+    >>> df[["source", "target", "n_links", "log2_ratio"]].head()  # doctest: +SKIP
     """
     adata = resolve_table(adata, table_key)
     val.check_categorical(adata, groupby, "niche column")
@@ -422,22 +469,44 @@ def composition(adata: Any, groupby: str = "scNiche", key: str = "Cell_type", sa
                 table_key: Optional[str] = None) -> pd.DataFrame:
     """Cell-type (``key``) composition of each niche, per sample (scNiche's ``calculate_composition_multi``).
 
-    Args:
-      adata: cells with categorical ``obs[groupby]`` and labels ``obs[key]``; or a
+    Parameters
+    ----------
+    adata
+        Cells with categorical ``obs[groupby]`` and labels ``obs[key]``; or a
         ``spatialdata.SpatialData`` (its table ``table_key``).
-      groupby: ``obs`` column of niches (categorical).
-      key: ``obs`` column of the labels counted.
-      sample_key: ``obs`` column of samples; None: one table over all cells.
-      min_fraction: drop (sample, niche) pairs whose niche holds less than this fraction of
-        the sample's cells (scNiche's ``cutoff``, 0.05 there).
-      key_added: ``uns`` key of the stored table; None stores nothing.
-      table_key: the table of a SpatialData.
+    groupby
+        ``obs`` column of niches (categorical).
+    key
+        ``obs`` column of the labels counted.
+    sample_key
+        ``obs`` column of samples; None: one table over all cells.
+    min_fraction
+        Drop (sample, niche) pairs whose niche holds less than this fraction of the sample's cells
+        (scNiche's ``cutoff``, 0.05 there).
+    key_added
+        ``uns`` key of the stored table; None stores nothing.
+    table_key
+        The table of a SpatialData.
 
-    Returns:
-      One row per ([sample,] niche, label), zero counts included, with columns
-      [``sample_key``,] ``groupby``, ``key``, ``n_cells``, ``proportion`` (share of the label
-      among the niche's cells in that sample) and ``niche_fraction`` (share of the sample's
-      cells in the niche).
+    Returns
+    -------
+    pandas.DataFrame
+        One row per ([sample,] niche, label), zero counts included, with columns
+        [``sample_key``,] ``groupby``, ``key``, ``n_cells``, ``proportion`` (share of the label
+        among the niche's cells in that sample) and ``niche_fraction`` (share of the sample's
+        cells in the niche).
+
+    Examples
+    --------
+    >>> import scniche_jax as sj
+    >>> adata = sj.datasets.synthetic(n_cells=600, n_niches=4, seed=0)
+    >>> sj.pp.cal_spatial_neighbors(adata, celltype_key="Cell_type", verbose=False)
+    >>> sj.pp.cal_spatial_exp(adata, verbose=False)
+    >>> model = sj.fit(adata, epochs=3, progress=False)
+    >>> sj.tl.clustering(adata, n_niches=4)
+    >>> df = sj.tl.composition(adata, key="Cell_type")
+    >>> df.groupby("scNiche", observed=True)["proportion"].sum().round(6).unique().tolist()
+    [1.0]
     """
     adata = _checked_labels(adata, table_key, groupby, key, sample_key)
     min_fraction = _check_fraction(min_fraction, "min_fraction")
@@ -494,25 +563,48 @@ def average_expression(adata: Any, groupby: str = "scNiche", sample_key: Optiona
                        table_key: Optional[str] = None) -> pd.DataFrame:
     """Mean expression of each gene in each niche, per sample (scNiche's ``calculate_average_exp_multi``).
 
-    Args:
-      adata: cells with categorical ``obs[groupby]``; or a ``spatialdata.SpatialData`` (its
-        table ``table_key``).
-      groupby: ``obs`` column of niches (categorical).
-      sample_key: ``obs`` column of samples; None: one table over all cells.
-      genes: genes to report (all of ``var_names`` when None).
-      layer: ``adata.layers`` key of the expression; ``adata.X`` when None.
-      key, restrict_to: average only over the cells whose ``obs[key]`` is ``restrict_to`` (a
-        label or a list), e.g. ``key='Cell_type', restrict_to='Astrocyte'`` (scNiche's
-        ``selected_celltype``).
-      min_fraction: drop (sample, niche) pairs whose niche holds less than this fraction of the
-        sample's cells (scNiche's ``cutoff``).
-      key_added: ``uns`` key of the stored table; None stores nothing.
-      table_key: the table of a SpatialData.
+    Parameters
+    ----------
+    adata
+        Cells with categorical ``obs[groupby]``; or a ``spatialdata.SpatialData`` (its table
+        ``table_key``).
+    groupby
+        ``obs`` column of niches (categorical).
+    sample_key
+        ``obs`` column of samples; None: one table over all cells.
+    genes
+        Genes to report (all of ``var_names`` when None).
+    layer
+        ``adata.layers`` key of the expression; ``adata.X`` when None.
+    key, restrict_to
+        Average only over the cells whose ``obs[key]`` is ``restrict_to`` (a label or a list), e.g.
+        ``key='Cell_type', restrict_to='Astrocyte'`` (scNiche's ``selected_celltype``).
+    min_fraction
+        Drop (sample, niche) pairs whose niche holds less than this fraction of the sample's cells
+        (scNiche's ``cutoff``).
+    key_added
+        ``uns`` key of the stored table; None stores nothing.
+    table_key
+        The table of a SpatialData.
 
-    Returns:
-      One row per ([sample,] niche, gene) with columns [``sample_key``,] ``groupby``, ``gene``,
-      ``mean_expression``, ``fraction_expressing`` (share of cells with a value > 0) and
-      ``n_cells`` (cells averaged).
+    Returns
+    -------
+    pandas.DataFrame
+        One row per ([sample,] niche, gene) with columns [``sample_key``,] ``groupby``, ``gene``,
+        ``mean_expression``, ``fraction_expressing`` (share of cells with a value > 0) and
+        ``n_cells`` (cells averaged).
+
+    Examples
+    --------
+    >>> import scniche_jax as sj
+    >>> adata = sj.datasets.synthetic(n_cells=600, n_niches=4, seed=0)
+    >>> sj.pp.cal_spatial_neighbors(adata, celltype_key="Cell_type", verbose=False)
+    >>> sj.pp.cal_spatial_exp(adata, verbose=False)
+    >>> model = sj.fit(adata, epochs=3, progress=False)
+    >>> sj.tl.clustering(adata, n_niches=4)
+    >>> df = sj.tl.average_expression(adata, genes=["g0", "g1"])
+    >>> sorted(df.columns)
+    ['fraction_expressing', 'gene', 'mean_expression', 'n_cells', 'scNiche']
     """
     adata = resolve_table(adata, table_key)
     val.check_categorical(adata, groupby, "niche column")
@@ -574,28 +666,54 @@ def niche_markers(adata: Any, groupby: str = "scNiche", method: str = "wilcoxon"
     changes undo ``log1p``). scanpy runs on a private AnnData, so ``adata`` gets nothing but
     ``uns[key_added]``.
 
-    Args:
-      adata: cells with categorical ``obs[groupby]``; or a ``spatialdata.SpatialData`` (its
-        table ``table_key``).
-      groupby: ``obs`` column of niches (categorical).
-      method: scanpy's test: ``'wilcoxon'``, ``'t-test'``, ``'t-test_overestim_var'`` or
-        ``'logreg'`` (no p-values).
-      groups: niches to test (``'all'`` or a list).
-      reference: ``'rest'`` or one niche to compare against.
-      key, restrict_to: compare only the cells whose ``obs[key]`` is ``restrict_to`` (a label
-        or a list of labels).
-      genes: genes tested (all when None).
-      layer: ``adata.layers`` key of the expression; ``adata.X`` when None.
-      n_genes: keep the top ``n_genes`` per niche (all when None).
-      min_cells: niches with fewer cells (after the restriction) are left out, with a warning.
-      key_added: ``uns`` key of the stored table; None stores nothing.
-      table_key: the table of a SpatialData.
-      **kwargs: passed to ``scanpy.tl.rank_genes_groups`` (e.g. ``tie_correct=True``).
+    Parameters
+    ----------
+    adata
+        Cells with categorical ``obs[groupby]``; or a ``spatialdata.SpatialData`` (its table
+        ``table_key``).
+    groupby
+        ``obs`` column of niches (categorical).
+    method
+        Scanpy's test: ``'wilcoxon'``, ``'t-test'``, ``'t-test_overestim_var'`` or ``'logreg'`` (no
+        p-values).
+    groups
+        Niches to test (``'all'`` or a list).
+    reference
+        ``'rest'`` or one niche to compare against.
+    key, restrict_to
+        Compare only the cells whose ``obs[key]`` is ``restrict_to`` (a label or a list of labels).
+    genes
+        Genes tested (all when None).
+    layer
+        ``adata.layers`` key of the expression; ``adata.X`` when None.
+    n_genes
+        Keep the top ``n_genes`` per niche (all when None).
+    min_cells
+        Niches with fewer cells (after the restriction) are left out, with a warning.
+    key_added
+        ``uns`` key of the stored table; None stores nothing.
+    table_key
+        The table of a SpatialData.
+    **kwargs
+        Passed to ``scanpy.tl.rank_genes_groups`` (e.g. ``tie_correct=True``).
 
-    Returns:
-      Rows sorted by niche and score, columns ``groupby``, ``gene``, ``score``,
-      ``log2_fold_change``, ``p_value``, ``p_adj`` (scanpy's Benjamini–Hochberg within each
-      niche), ``pct_in_group``, ``pct_in_reference``.
+    Returns
+    -------
+    pandas.DataFrame
+        Rows sorted by niche and score, columns ``groupby``, ``gene``, ``score``,
+        ``log2_fold_change``, ``p_value``, ``p_adj`` (scanpy's Benjamini–Hochberg within each
+        niche), ``pct_in_group``, ``pct_in_reference``.
+
+    Examples
+    --------
+    >>> import scniche_jax as sj
+    >>> adata = sj.datasets.synthetic(n_cells=600, n_niches=4, seed=0)
+    >>> sj.pp.cal_spatial_neighbors(adata, celltype_key="Cell_type", verbose=False)
+    >>> sj.pp.cal_spatial_exp(adata, verbose=False)
+    >>> model = sj.fit(adata, epochs=3, progress=False)
+    >>> sj.tl.clustering(adata, n_niches=4)
+    >>> df = sj.tl.niche_markers(adata, n_genes=5)  # needs scanpy: pip install "scniche-jax[analysis]"
+    >>> df[["scNiche", "gene", "score", "p_adj"]].head()  # doctest: +SKIP
     """
     adata = resolve_table(adata, table_key)
     try:
@@ -732,26 +850,53 @@ def differential_abundance(adata: Any, groupby: str = "scNiche", *, condition_ke
     squares of the proportions as statistic. Samples, not cells, are the units: a condition
     needs at least two samples.
 
-    Args:
-      adata: cells with categorical ``obs[groupby]``, ``obs[condition_key]`` and
-        ``obs[sample_key]``; or a ``spatialdata.SpatialData`` (its table ``table_key``).
-      groupby: ``obs`` column of niches (categorical).
-      condition_key: ``obs`` column of conditions; each sample must lie in one condition.
-      sample_key: ``obs`` column of samples (biological replicates, or spatial pieces of a
-        slice in a demonstration).
-      reference: with two conditions, the baseline of the fold change (the first category,
-        or the first sorted label, when None).
-      n_perms: most relabellings of the permutation test.
-      seed: seed of the random relabellings.
-      key_added: ``uns`` key of the stored table; None stores nothing.
-      table_key: the table of a SpatialData.
+    Parameters
+    ----------
+    adata
+        Cells with categorical ``obs[groupby]``, ``obs[condition_key]`` and ``obs[sample_key]``; or
+        a ``spatialdata.SpatialData`` (its table ``table_key``).
+    groupby
+        ``obs`` column of niches (categorical).
+    condition_key
+        ``obs`` column of conditions; each sample must lie in one condition.
+    sample_key
+        ``obs`` column of samples (biological replicates, or spatial pieces of a slice in a
+        demonstration).
+    reference
+        With two conditions, the baseline of the fold change (the first category, or the first
+        sorted label, when None).
+    n_perms
+        Most relabellings of the permutation test.
+    seed
+        Seed of the random relabellings.
+    key_added
+        ``uns`` key of the stored table; None stores nothing.
+    table_key
+        The table of a SpatialData.
 
-    Returns:
-      One row per niche with columns ``groupby``, ``mean_proportion_<condition>`` for each
-      condition, ``log2_fold_change`` (other vs ``reference``, two conditions only; a
-      pseudo-proportion of 1e-3 added), ``comparison``, ``test``, ``statistic``, ``p_value``,
-      ``p_adj``, ``p_value_permutation``, ``p_adj_permutation`` (Benjamini–Hochberg over the
-      niches) and ``n_samples``.
+    Returns
+    -------
+    pandas.DataFrame
+        One row per niche with columns ``groupby``, ``mean_proportion_<condition>`` for each
+        condition, ``log2_fold_change`` (other vs ``reference``, two conditions only; a
+        pseudo-proportion of 1e-3 added), ``comparison``, ``test``, ``statistic``, ``p_value``,
+        ``p_adj``, ``p_value_permutation``, ``p_adj_permutation`` (Benjamini–Hochberg over the
+        niches) and ``n_samples``.
+
+    Examples
+    --------
+    >>> import scniche_jax as sj
+    >>> adata = sj.datasets.synthetic(n_cells=600, n_niches=4, seed=0)
+    >>> sj.pp.cal_spatial_neighbors(adata, celltype_key="Cell_type", verbose=False)
+    >>> sj.pp.cal_spatial_exp(adata, verbose=False)
+    >>> model = sj.fit(adata, epochs=3, progress=False)
+    >>> sj.tl.clustering(adata, n_niches=4)
+    >>> import numpy as np
+    >>> adata.obs["sample"] = np.repeat(["s1", "s2", "s3", "s4"], 150)
+    >>> adata.obs["condition"] = np.repeat(["healthy", "disease"], 300)
+    >>> df = sj.tl.differential_abundance(adata, condition_key="condition", sample_key="sample",
+    ...                                   reference="healthy", n_perms=100)
+    >>> df[["scNiche", "log2_fold_change", "p_value"]].head()  # doctest: +SKIP
     """
     adata = resolve_table(adata, table_key)
     val.check_categorical(adata, groupby, "niche column")

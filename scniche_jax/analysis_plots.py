@@ -78,20 +78,43 @@ def enrichment(data: Any, uns_key: str = "enrichment", value: str = "log2_fold_c
                table_key: Optional[str] = None):
     """Heatmap of the enrichment of each label (rows) in each niche (columns), with significance marks.
 
-    Args:
-      data: an AnnData (or SpatialData) with the table of :func:`scniche_jax.tl.enrichment` in
+    Parameters
+    ----------
+    data
+        An AnnData (or SpatialData) with the table of :func:`scniche_jax.tl.enrichment` in
         ``uns[uns_key]``, or that table.
-      uns_key: where the table is stored.
-      value: column shown as colour (``'log2_fold_change'`` or ``'proportion'``).
-      alpha: stars mark ``p_adj`` below 0.05 (*), 0.01 (**), 0.001 (***) when under ``alpha``.
-      vmax: colour limit (symmetric for the fold change); the largest |value| when None.
-      cmap: matplotlib colour map.
-      ax: Axes to draw into; a new figure when None.
-      show: call ``plt.show()``.
-      table_key: the table of a SpatialData.
+    uns_key
+        Where the table is stored.
+    value
+        Column shown as colour (``'log2_fold_change'`` or ``'proportion'``).
+    alpha
+        Stars mark ``p_adj`` below 0.05 (*), 0.01 (**), 0.001 (***) when under ``alpha``.
+    vmax
+        Colour limit (symmetric for the fold change); the largest |value| when None.
+    cmap
+        Matplotlib colour map.
+    ax
+        Axes to draw into; a new figure when None.
+    show
+        Call ``plt.show()``.
+    table_key
+        The table of a SpatialData.
 
-    Returns:
-      The ``matplotlib.axes.Axes``.
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The ``matplotlib.axes.Axes``.
+
+    Examples
+    --------
+    >>> import scniche_jax as sj
+    >>> adata = sj.datasets.synthetic(n_cells=600, n_niches=4, seed=0)
+    >>> sj.pp.cal_spatial_neighbors(adata, celltype_key="Cell_type", verbose=False)
+    >>> sj.pp.cal_spatial_exp(adata, verbose=False)
+    >>> model = sj.fit(adata, epochs=3, progress=False)
+    >>> sj.tl.clustering(adata, n_niches=4)
+    >>> _ = sj.tl.enrichment(adata, key="Cell_type")
+    >>> ax = sj.pl.enrichment(adata)
     """
     table = _table(data, uns_key, [value, "p_adj"], "sj.tl.enrichment", table_key)
     groupby, key = table.columns[0], table.columns[1]
@@ -111,22 +134,46 @@ def niche_adjacency(data: Any, uns_key: str = "niche_adjacency", value: str = "l
                     cmap: str = "RdBu_r", ax=None, show: bool = False, table_key: Optional[str] = None):
     """Heatmap of niche × niche adjacency (source rows, target columns).
 
-    Args:
-      data: an AnnData (or SpatialData) with the table of :func:`scniche_jax.tl.niche_adjacency`
-        in ``uns[uns_key]``, or that table.
-      uns_key: where the table is stored.
-      value: ``'log2_ratio'`` (links against shuffled labels, comparable across niche sizes),
+    Parameters
+    ----------
+    data
+        An AnnData (or SpatialData) with the table of :func:`scniche_jax.tl.niche_adjacency` in
+        ``uns[uns_key]``, or that table.
+    uns_key
+        Where the table is stored.
+    value
+        ``'log2_ratio'`` (links against shuffled labels, comparable across niche sizes),
         ``'z_score'``, ``'observed'`` or ``'expected'``.
-      sample: which sample's block; the pooled rows when None.
-      annotate: write the values into the cells.
-      vmax: colour limit (symmetric for z-scores); the largest off-diagonal |value| when None.
-      cmap: matplotlib colour map.
-      ax: Axes to draw into; a new figure when None.
-      show: call ``plt.show()``.
-      table_key: the table of a SpatialData.
+    sample
+        Which sample's block; the pooled rows when None.
+    annotate
+        Write the values into the cells.
+    vmax
+        Colour limit (symmetric for z-scores); the largest off-diagonal |value| when None.
+    cmap
+        Matplotlib colour map.
+    ax
+        Axes to draw into; a new figure when None.
+    show
+        Call ``plt.show()``.
+    table_key
+        The table of a SpatialData.
 
-    Returns:
-      The ``matplotlib.axes.Axes``.
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The ``matplotlib.axes.Axes``.
+
+    Examples
+    --------
+    >>> import scniche_jax as sj
+    >>> adata = sj.datasets.synthetic(n_cells=600, n_niches=4, seed=0)
+    >>> sj.pp.cal_spatial_neighbors(adata, celltype_key="Cell_type", verbose=False)
+    >>> sj.pp.cal_spatial_exp(adata, verbose=False)
+    >>> model = sj.fit(adata, epochs=3, progress=False)
+    >>> sj.tl.clustering(adata, n_niches=4)
+    >>> _ = sj.tl.niche_adjacency(adata, n_perms=100)
+    >>> ax = sj.pl.niche_adjacency(adata)
     """
     table = _table(data, uns_key, ["source", "target", value], "sj.tl.niche_adjacency", table_key)
     sample_col = table.columns[0]
@@ -159,20 +206,47 @@ def abundance(adata: Any, groupby: str = "scNiche", *, condition_key: str, sampl
     When ``uns[uns_key]`` holds the table of :func:`scniche_jax.tl.differential_abundance`, each
     niche is labelled with its ``p_adj`` (and ``p_adj_permutation``).
 
-    Args:
-      adata: cells with ``obs[groupby]``, ``obs[condition_key]``, ``obs[sample_key]``; or a SpatialData.
-      groupby: ``obs`` column of niches.
-      condition_key: ``obs`` column of conditions.
-      sample_key: ``obs`` column of samples.
-      uns_key: where the differential-abundance table is stored (optional).
-      niches: which niches, in this order (all when None).
-      palette: colours, one per condition.
-      ax: Axes to draw into; a new figure when None.
-      show: call ``plt.show()``.
-      table_key: the table of a SpatialData.
+    Parameters
+    ----------
+    adata
+        Cells with ``obs[groupby]``, ``obs[condition_key]``, ``obs[sample_key]``; or a SpatialData.
+    groupby
+        ``obs`` column of niches.
+    condition_key
+        ``obs`` column of conditions.
+    sample_key
+        ``obs`` column of samples.
+    uns_key
+        Where the differential-abundance table is stored (optional).
+    niches
+        Which niches, in this order (all when None).
+    palette
+        Colours, one per condition.
+    ax
+        Axes to draw into; a new figure when None.
+    show
+        Call ``plt.show()``.
+    table_key
+        The table of a SpatialData.
 
-    Returns:
-      The ``matplotlib.axes.Axes``.
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The ``matplotlib.axes.Axes``.
+
+    Examples
+    --------
+    >>> import scniche_jax as sj
+    >>> adata = sj.datasets.synthetic(n_cells=600, n_niches=4, seed=0)
+    >>> sj.pp.cal_spatial_neighbors(adata, celltype_key="Cell_type", verbose=False)
+    >>> sj.pp.cal_spatial_exp(adata, verbose=False)
+    >>> model = sj.fit(adata, epochs=3, progress=False)
+    >>> sj.tl.clustering(adata, n_niches=4)
+    >>> import numpy as np
+    >>> adata.obs["sample"] = np.repeat(["s1", "s2", "s3", "s4"], 150)
+    >>> adata.obs["condition"] = np.repeat(["healthy", "disease"], 300)
+    >>> _ = sj.tl.differential_abundance(adata, condition_key="condition", sample_key="sample", n_perms=100)
+    >>> ax = sj.pl.abundance(adata, condition_key="condition", sample_key="sample")
     """
     adata = resolve_table(adata, table_key)
     for column, what in ((groupby, "niche column"), (condition_key, "condition column"), (sample_key, "sample column")):
@@ -234,22 +308,45 @@ def markers(adata: Any, groupby: str = "scNiche", n_genes: int = 3, uns_key: str
             table_key: Optional[str] = None, **kwargs):
     """Dot plot (scanpy's ``sc.pl.dotplot``) of the top marker genes of each niche.
 
-    Args:
-      adata: cells with ``obs[groupby]`` and the table of :func:`scniche_jax.tl.niche_markers`
-        in ``uns[uns_key]``; or a SpatialData.
-      groupby: ``obs`` column of niches.
-      n_genes: top genes per niche (by score, positive fold change first).
-      uns_key: where the marker table is stored.
-      key, restrict_to: show only the cells whose ``obs[key]`` is ``restrict_to``, as used for
-        the markers.
-      layer: ``adata.layers`` key of the expression; ``adata.X`` when None.
-      ax: Axes to draw into (scanpy splits it for the legends); a new figure when None.
-      show: call ``plt.show()``.
-      table_key: the table of a SpatialData.
-      **kwargs: passed to ``scanpy.pl.dotplot``.
+    Parameters
+    ----------
+    adata
+        Cells with ``obs[groupby]`` and the table of :func:`scniche_jax.tl.niche_markers` in
+        ``uns[uns_key]``; or a SpatialData.
+    groupby
+        ``obs`` column of niches.
+    n_genes
+        Top genes per niche (by score, positive fold change first).
+    uns_key
+        Where the marker table is stored.
+    key, restrict_to
+        Show only the cells whose ``obs[key]`` is ``restrict_to``, as used for the markers.
+    layer
+        ``adata.layers`` key of the expression; ``adata.X`` when None.
+    ax
+        Axes to draw into (scanpy splits it for the legends); a new figure when None.
+    show
+        Call ``plt.show()``.
+    table_key
+        The table of a SpatialData.
+    **kwargs
+        Passed to ``scanpy.pl.dotplot``.
 
-    Returns:
-      The dot plot's main ``matplotlib.axes.Axes``.
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The dot plot's main ``matplotlib.axes.Axes``.
+
+    Examples
+    --------
+    >>> import scniche_jax as sj
+    >>> adata = sj.datasets.synthetic(n_cells=600, n_niches=4, seed=0)
+    >>> sj.pp.cal_spatial_neighbors(adata, celltype_key="Cell_type", verbose=False)
+    >>> sj.pp.cal_spatial_exp(adata, verbose=False)
+    >>> model = sj.fit(adata, epochs=3, progress=False)
+    >>> sj.tl.clustering(adata, n_niches=4)
+    >>> _ = sj.tl.niche_markers(adata, n_genes=3)  # needs scanpy
+    >>> ax = sj.pl.markers(adata, n_genes=3)
     """
     try:
         import scanpy as sc

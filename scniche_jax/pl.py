@@ -34,21 +34,46 @@ def niches(adata: Any, groupby: str = "scNiche", sample_key: Optional[str] = Non
            table_key: Optional[str] = None):
     """Cells at their spatial coordinates coloured by niche, one panel per slice.
 
-    Args:
-      adata: cells with ``obs[groupby]`` and ``obsm[spatial_key]``; or a SpatialData.
-      groupby: ``obs`` column of niche labels (``key`` is the deprecated name).
-      sample_key: ``obs`` column of slice ids (one panel per slice); one panel when None.
-      spatial_key: ``obsm`` key of the coordinates.
-      point_size: marker size; chosen from the number of cells when None.
-      ncols: panels per row.
-      title: figure title; ``groupby`` when None (each panel is titled with its slice).
-      palette: colours, one per niche (else ``uns[groupby + '_colors']`` or a distinct palette).
-      ax: an Axes (one slice) or a sequence of Axes (one per slice); a new figure when None.
-      show: call ``plt.show()``.
-      table_key: the table of a SpatialData.
+    Parameters
+    ----------
+    adata
+        Cells with ``obs[groupby]`` and ``obsm[spatial_key]``; or a SpatialData.
+    groupby
+        ``obs`` column of niche labels (``key`` is the deprecated name).
+    sample_key
+        ``obs`` column of slice ids (one panel per slice); one panel when None.
+    spatial_key
+        ``obsm`` key of the coordinates.
+    point_size
+        Marker size; chosen from the number of cells when None.
+    ncols
+        Panels per row.
+    title
+        Figure title; ``groupby`` when None (each panel is titled with its slice).
+    palette
+        Colours, one per niche (else ``uns[groupby + '_colors']`` or a distinct palette).
+    ax
+        An Axes (one slice) or a sequence of Axes (one per slice); a new figure when None.
+    show
+        Call ``plt.show()``.
+    table_key
+        The table of a SpatialData.
 
-    Returns:
-      The ``matplotlib.figure.Figure``; the legend sits outside the panels, on the right.
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The ``matplotlib.figure.Figure``; the legend sits outside the panels, on the right.
+
+    Examples
+    --------
+    >>> import scniche_jax as sj
+    >>> adata = sj.datasets.synthetic(n_cells=600, n_niches=4, seed=0)
+    >>> sj.pp.cal_spatial_neighbors(adata, celltype_key="Cell_type", verbose=False)
+    >>> sj.pp.cal_spatial_exp(adata, verbose=False)
+    >>> model = sj.fit(adata, epochs=3, progress=False)
+    >>> sj.tl.clustering(adata, n_niches=4)
+    >>> fig = sj.pl.niches(adata)
+    >>> fig.savefig("niches.png", dpi=120)  # doctest: +SKIP
     """
     adata = resolve_table(adata, table_key)
     val.check_obs_key(adata, groupby, "niche column")
@@ -105,15 +130,31 @@ def niches(adata: Any, groupby: str = "scNiche", sample_key: Optional[str] = Non
 def history(model, ax=None, show: bool = False):
     """The training history of a :class:`~scniche_jax.Model` (loss components, LR, probe ARIs).
 
-    Args:
-      model: a ``Model`` or its ``history`` (a dict, or an object with ``loss``, ``lr``,
-        ``ari``, ``early_stop`` attributes).
-      ax: three Axes (loss, learning rate, ARI); a new figure when None.
-      show: call ``plt.show()``.
+    Parameters
+    ----------
+    model
+        A ``Model`` or its ``history`` (a dict, or an object with ``loss``, ``lr``, ``ari``,
+        ``early_stop`` attributes).
+    ax
+        Three Axes (loss, learning rate, ARI); a new figure when None.
+    show
+        Call ``plt.show()``.
 
-    Returns:
-      The ``matplotlib.figure.Figure``. When no ARI probe ran the ARI panel says so and how to
-      get one (``sj.fit(..., ari_every=k)``).
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The ``matplotlib.figure.Figure``. When no ARI probe ran the ARI panel says so and how to
+        get one (``sj.fit(..., ari_every=k)``).
+
+    Examples
+    --------
+    >>> import scniche_jax as sj
+    >>> adata = sj.datasets.synthetic(n_cells=600, n_niches=4, seed=0)
+    >>> sj.pp.cal_spatial_neighbors(adata, celltype_key="Cell_type", verbose=False)
+    >>> sj.pp.cal_spatial_exp(adata, verbose=False)
+    >>> model = sj.fit(adata, epochs=3, progress=False)
+    >>> sj.tl.clustering(adata, n_niches=4)
+    >>> fig = sj.pl.history(model)
     """
     hist = getattr(model, "history", model)
     return finish(history_figure(hist, axes=ax), show)
@@ -124,22 +165,45 @@ def composition(adata: Any, groupby: str = "scNiche", key: Optional[str] = None,
                 ax=None, show: bool = False, table_key: Optional[str] = None, **deprecated):
     """Stacked bars of the cell types (``key``) in each niche, optionally one bar per sample.
 
-    Args:
-      adata: cells with ``obs[groupby]`` and ``obs[key]``; or a SpatialData.
-      groupby: ``obs`` column of niche labels.
-      key: ``obs`` column of cell types; ``'Cell_type'`` when None. (Deprecated spelling:
+    Parameters
+    ----------
+    adata
+        Cells with ``obs[groupby]`` and ``obs[key]``; or a SpatialData.
+    groupby
+        ``obs`` column of niche labels.
+    key
+        ``obs`` column of cell types; ``'Cell_type'`` when None. (Deprecated spelling:
         ``celltype_key=`` for this column, with ``key=`` then naming the niche column.)
-      sample_key: ``obs`` column of samples: bars per niche and sample, grouped by niche.
-      normalize: fractions per bar (True) or counts.
-      order: niche order on the x axis.
-      palette: colours, one per cell type (else ``uns[key + '_colors']`` or a palette that
-        stays distinct up to 60 types).
-      ax: Axes to draw into; a new figure (sized for the legend) when None.
-      show: call ``plt.show()``.
-      table_key: the table of a SpatialData.
+    sample_key
+        ``obs`` column of samples: bars per niche and sample, grouped by niche.
+    normalize
+        Fractions per bar (True) or counts.
+    order
+        Niche order on the x axis.
+    palette
+        Colours, one per cell type (else ``uns[key + '_colors']`` or a palette that stays distinct
+        up to 60 types).
+    ax
+        Axes to draw into; a new figure (sized for the legend) when None.
+    show
+        Call ``plt.show()``.
+    table_key
+        The table of a SpatialData.
 
-    Returns:
-      The ``matplotlib.axes.Axes``; the legend sits right of it, in several columns for many types.
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The ``matplotlib.axes.Axes``; the legend sits right of it, in several columns for many types.
+
+    Examples
+    --------
+    >>> import scniche_jax as sj
+    >>> adata = sj.datasets.synthetic(n_cells=600, n_niches=4, seed=0)
+    >>> sj.pp.cal_spatial_neighbors(adata, celltype_key="Cell_type", verbose=False)
+    >>> sj.pp.cal_spatial_exp(adata, verbose=False)
+    >>> model = sj.fit(adata, epochs=3, progress=False)
+    >>> sj.tl.clustering(adata, n_niches=4)
+    >>> ax = sj.pl.composition(adata, key="Cell_type")
     """
     if deprecated:
         unknown = set(deprecated) - {"celltype_key"}

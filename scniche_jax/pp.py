@@ -1,4 +1,4 @@
-"""Preprocessing (REFERENCE §1): neighbourhood composition and neighbourhood expression.
+"""Preprocessing: neighbourhood composition and neighbourhood expression.
 
 Same computation and default outputs as the reference's ``sn.pp`` functions
 (``obsm['X_cn']``, ``obsm['X_cn_norm']``, ``obsm['X_data']``, ``obsm['X_data_nbr']``,
@@ -142,31 +142,53 @@ def cal_spatial_neighbors(adata: Any, celltype_key: str = "Cell_type",
                           table_key: Optional[str] = None) -> Optional[ad.AnnData]:
     """Cellular neighbourhoods: cell-type counts among each cell's spatial neighbours.
 
-    Args:
-      adata: cells with ``obsm[spatial_key]`` and a cell-type column; or a
-        ``spatialdata.SpatialData`` whose table ``table_key`` holds them.
-      celltype_key: ``obs`` column of cell types.
-      celltype_order: column order of the composition; sorted types when None.
-      mode: ``'KNN'`` (``n_neighbors + 1`` nearest, the cell included) or ``'radius'``.
-      rad_cutoff: radius in coordinate units (radius mode).
-      n_neighbors: neighbours besides the cell itself (KNN mode; the reference's ``k_cutoff``,
-        still accepted with a ``DeprecationWarning``).
-      verbose: log progress at INFO level.
-      copy: work on and return a copy; otherwise change ``adata`` in place and return None.
-      key_added: ``obsm`` key of the counts; the fractions go to ``obsm[key_added + '_norm']``,
-        the column order to ``uns['CN_order']`` and the cell-type and coordinate keys to
-        ``uns['CN_params']`` (``uns[key_added + '_order']`` / ``'_params'`` for a
-        non-default ``key_added``).
-      use_graph: neighbours from a precomputed graph instead of ``mode``: True for squidpy's
-        ``obsp['spatial_connectivities']`` (``squidpy.gr.spatial_neighbors``) or any ``obsp``
-        key; each cell counts itself and its graph neighbours.
-      spatial_key: ``obsm`` key of the coordinates.
-      table_key: the table of a SpatialData (default ``'table'``).
+    Parameters
+    ----------
+    adata
+        Cells with ``obsm[spatial_key]`` and a cell-type column; or a ``spatialdata.SpatialData``
+        whose table ``table_key`` holds them.
+    celltype_key
+        ``obs`` column of cell types.
+    celltype_order
+        Column order of the composition; sorted types when None.
+    mode
+        ``'KNN'`` (``n_neighbors + 1`` nearest, the cell included) or ``'radius'``.
+    rad_cutoff
+        Radius in coordinate units (radius mode).
+    n_neighbors
+        Neighbours besides the cell itself (KNN mode; the reference's ``k_cutoff``, still accepted
+        with a ``DeprecationWarning``).
+    verbose
+        Log progress at INFO level.
+    copy
+        Work on and return a copy; otherwise change ``adata`` in place and return None.
+    key_added
+        ``obsm`` key of the counts; the fractions go to ``obsm[key_added + '_norm']``, the column
+        order to ``uns['CN_order']`` and the cell-type and coordinate keys to ``uns['CN_params']``
+        (``uns[key_added + '_order']`` / ``'_params'`` for a non-default ``key_added``).
+    use_graph
+        Neighbours from a precomputed graph instead of ``mode``: True for squidpy's
+        ``obsp['spatial_connectivities']`` (``squidpy.gr.spatial_neighbors``) or any ``obsp`` key;
+        each cell counts itself and its graph neighbours.
+    spatial_key
+        ``obsm`` key of the coordinates.
+    table_key
+        The table of a SpatialData (default ``'table'``).
 
-    Returns:
-      None, or with ``copy=True`` a new AnnData (the table of a SpatialData, copied), holding
-      ``obsm[key_added]`` (int64 counts), ``obsm[key_added + '_norm']`` (row fractions, float64)
-      and the column order in ``uns``.
+    Returns
+    -------
+    anndata.AnnData or None
+        None, or with ``copy=True`` a new AnnData (the table of a SpatialData, copied), holding
+        ``obsm[key_added]`` (int64 counts), ``obsm[key_added + '_norm']`` (row fractions, float64)
+        and the column order in ``uns``.
+
+    Examples
+    --------
+    >>> import scniche_jax as sj
+    >>> adata = sj.datasets.synthetic(n_cells=600, seed=0)
+    >>> sj.pp.cal_spatial_neighbors(adata, celltype_key="Cell_type", n_neighbors=20)
+    >>> adata.obsm["X_cn_norm"].shape
+    (600, 10)
     """
     adata, key_added, graph_key, coords, mode, graph = _checked_neighbourhood_inputs(
         adata, table_key, key_added, use_graph, spatial_key, mode, n_neighbors, rad_cutoff)
@@ -211,31 +233,53 @@ def cal_spatial_exp(adata: Any, layer_key: Optional[str] = None, is_pca: bool = 
                     spatial_key: str = "spatial", table_key: Optional[str] = None) -> Optional[ad.AnnData]:
     """Each cell's expression and the mean expression of its spatial neighbours.
 
-    Args:
-      adata: cells with ``obsm[spatial_key]``; or a ``spatialdata.SpatialData`` (its table
+    Parameters
+    ----------
+    adata
+        Cells with ``obsm[spatial_key]``; or a ``spatialdata.SpatialData`` (its table
         ``table_key``).
-      layer_key: expression source: ``obsm[layer_key]`` (as the reference) or
-        ``layers[layer_key]``; ``adata.X`` when None.
-      is_pca: reduce each of the two matrices with its own PCA.
-      n_comps: PCA components.
-      mode, rad_cutoff, n_neighbors: as in :func:`cal_spatial_neighbors`; KNN mode averages the
-        ``n_neighbors`` nearest other cells, radius mode every cell within the radius (itself
-        included). ``k_cutoff`` is the deprecated name of ``n_neighbors``.
-      verbose: log progress at INFO level.
-      seed: seed of PCA's randomized solver (the reference used numpy's global seed;
-        ``random_state`` is the deprecated name).
-      copy: work on and return a copy; otherwise change ``adata`` in place and return None.
-      key_added: ``obsm`` key of the expression; the neighbours' mean goes to
-        ``obsm[key_added + '_nbr']``.
-      use_graph: average over the neighbours of a precomputed graph (True for squidpy's
-        ``obsp['spatial_connectivities']``, or an ``obsp`` key) instead of ``mode``; a cell
-        without graph neighbours keeps its own expression.
-      spatial_key: ``obsm`` key of the coordinates.
-      table_key: the table of a SpatialData (default ``'table'``).
+    layer_key
+        Expression source: ``obsm[layer_key]`` (as the reference) or ``layers[layer_key]``;
+        ``adata.X`` when None.
+    is_pca
+        Reduce each of the two matrices with its own PCA.
+    n_comps
+        PCA components.
+    mode, rad_cutoff, n_neighbors
+        As in :func:`cal_spatial_neighbors`; KNN mode averages the ``n_neighbors`` nearest other
+        cells, radius mode every cell within the radius (itself included). ``k_cutoff`` is the
+        deprecated name of ``n_neighbors``.
+    verbose
+        Log progress at INFO level.
+    seed
+        Seed of PCA's randomized solver (the reference used numpy's global seed; ``random_state`` is
+        the deprecated name).
+    copy
+        Work on and return a copy; otherwise change ``adata`` in place and return None.
+    key_added
+        ``obsm`` key of the expression; the neighbours' mean goes to ``obsm[key_added + '_nbr']``.
+    use_graph
+        Average over the neighbours of a precomputed graph (True for squidpy's
+        ``obsp['spatial_connectivities']``, or an ``obsp`` key) instead of ``mode``; a cell without
+        graph neighbours keeps its own expression.
+    spatial_key
+        ``obsm`` key of the coordinates.
+    table_key
+        The table of a SpatialData (default ``'table'``).
 
-    Returns:
-      None, or with ``copy=True`` a new AnnData, holding ``obsm[key_added]`` and
-      ``obsm[key_added + '_nbr']``.
+    Returns
+    -------
+    anndata.AnnData or None
+        None, or with ``copy=True`` a new AnnData, holding ``obsm[key_added]`` and
+        ``obsm[key_added + '_nbr']``.
+
+    Examples
+    --------
+    >>> import scniche_jax as sj
+    >>> adata = sj.datasets.synthetic(n_cells=600, n_genes=30, seed=0)
+    >>> sj.pp.cal_spatial_exp(adata, is_pca=True, n_comps=10, n_neighbors=20)
+    >>> adata.obsm["X_data"].shape, adata.obsm["X_data_nbr"].shape
+    ((600, 10), (600, 10))
     """
     adata, key_added, graph_key, coords, mode, graph = _checked_neighbourhood_inputs(
         adata, table_key, key_added, use_graph, spatial_key, mode, n_neighbors, rad_cutoff)
@@ -281,22 +325,40 @@ def process_multi_slices(adata: Any, celltype_key: str = "Cell_type", sample_key
                          spatial_key: str = "spatial", table_key: Optional[str] = None) -> ad.AnnData:
     """Both preprocessing steps per slice with one shared, sorted cell-type order.
 
-    Args:
-      adata: cells of several slices; ``obs[sample_key]`` names each cell's slice. Or a
+    Parameters
+    ----------
+    adata
+        Cells of several slices; ``obs[sample_key]`` names each cell's slice. Or a
         ``spatialdata.SpatialData`` (its table ``table_key``).
-      celltype_key, mode, rad_cutoff, n_neighbors, layer_key, is_pca, n_comps, seed, use_graph,
-        spatial_key: as in :func:`cal_spatial_neighbors` and :func:`cal_spatial_exp` (PCA runs
-        per slice, like the reference; a ``use_graph`` graph is cut per slice).
-        ``k_cutoff`` and ``random_state`` are the deprecated names of ``n_neighbors`` and ``seed``.
-      sample_key: ``obs`` column of slice ids.
-      verbose: log progress at INFO level.
-      table_key: the table of a SpatialData (default ``'table'``).
+    celltype_key, mode, rad_cutoff, n_neighbors, layer_key, is_pca, n_comps, seed, use_graph, spatial_key
+        As in :func:`cal_spatial_neighbors` and :func:`cal_spatial_exp` (PCA runs per slice, like
+        the reference; a ``use_graph`` graph is cut per slice). ``k_cutoff`` and ``random_state``
+        are the deprecated names of ``n_neighbors`` and ``seed``.
+    sample_key
+        ``obs`` column of slice ids.
+    verbose
+        Log progress at INFO level.
+    table_key
+        The table of a SpatialData (default ``'table'``).
 
-    Returns:
-      A new AnnData, the slices concatenated in sorted slice order (as the reference), with
-      NaNs in ``X_cn*`` replaced by 0 (the default output names); ``uns['CN_params']``
-      records the cell-type, coordinate and slice keys (``variant='improved'`` reads them). ``adata`` itself is not
-      modified; for a SpatialData the new AnnData also replaces ``sdata.tables[table_key]``.
+    Returns
+    -------
+    anndata.AnnData
+        A new AnnData, the slices concatenated in sorted slice order (as the reference), with
+        NaNs in ``X_cn*`` replaced by 0 (the default output names); ``uns['CN_params']``
+        records the cell-type, coordinate and slice keys (``variant='improved'`` reads them). ``adata`` itself is not
+        modified; for a SpatialData the new AnnData also replaces ``sdata.tables[table_key]``.
+
+    Examples
+    --------
+    >>> import anndata as ad
+    >>> import scniche_jax as sj
+    >>> slices = [sj.datasets.synthetic(n_cells=400, seed=s) for s in (0, 1)]
+    >>> adata = ad.concat(slices, label="slice", keys=["a", "b"], index_unique="-")
+    >>> adata = sj.pp.process_multi_slices(adata, celltype_key="Cell_type", sample_key="slice",
+    ...                                    n_neighbors=20, verbose=False)
+    >>> sorted(k for k in adata.obsm if k.startswith("X_"))
+    ['X_cn', 'X_cn_norm', 'X_data', 'X_data_nbr']
     """
     source = adata
     adata = resolve_table(adata, table_key)

@@ -35,36 +35,66 @@ def clustering(adata: Any, n_niches: Optional[int] = None, method: str = "kmeans
                spatial_prior: float = 0.0, spatial_neighbors: int = 75, spatial_key: Optional[str] = None,
                sample_key: Optional[str] = None, copy: bool = False,
                table_key: Optional[str] = None) -> Optional[ad.AnnData]:
-    """Clusters the embedding into niches, labelled ``Niche<i>`` (REFERENCE §7).
+    """Clusters the embedding into niches, labelled ``Niche<i>``, as the reference does.
 
-    Args:
-      adata: cells with ``obsm[use_rep]``; or a ``spatialdata.SpatialData`` (its table
-        ``table_key``, default ``'table'``).
-      n_niches: number of niches (KMeans; the reference's ``target_k``, still accepted with a
+    Parameters
+    ----------
+    adata
+        Cells with ``obsm[use_rep]``; or a ``spatialdata.SpatialData`` (its table ``table_key``,
+        default ``'table'``).
+    n_niches
+        Number of niches (KMeans; the reference's ``target_k``, still accepted with a
         ``DeprecationWarning``).
-      method: ``'kmeans'`` (scikit-learn, ``seed=123``, ``n_init=10`` like the reference on
-        scikit-learn 1.3) or ``'leiden'`` (needs the ``leiden`` extra).
-      resolution, n_neighbors: Leiden resolution and neighbour count (``n_neighbor`` is the
-        deprecated name).
-      use_rep: ``obsm`` key of the embedding.
-      key_added: ``obs`` column written (``add_key`` is the deprecated name).
-      seed, n_init: KMeans seed (``random_state`` is the deprecated name) and restarts.
-      spatial_prior: weight of a spatial Potts prior on the labels (0, the default: none).
-        Above 0 the clusters are refined so that a cell between niches in ``use_rep`` takes
-        the niche most of its spatial neighbours have, while a cell whose embedding clearly
-        favours a niche keeps it (:func:`scniche_jax.clustering.potts_refine`; the weight is
-        in units of a typical within-niche squared distance). ``variant="improved"``
-        embeddings are meant to be clustered with ``ImprovedOptions().spatial_prior`` (1.5).
-      spatial_neighbors: spatial neighbours per cell (within its slice) of the prior.
-      spatial_key: ``obsm`` key of the coordinates; None reads what pp recorded
-        (``uns['CN_params']``), else ``'spatial'``.
-      sample_key: ``obs`` column of slices (neighbours never cross slices); None reads what
+    method
+        ``'kmeans'`` (scikit-learn, ``seed=123``, ``n_init=10`` like the reference on scikit-learn
+        1.3) or ``'leiden'`` (needs the ``leiden`` extra).
+    resolution, n_neighbors
+        Leiden resolution and neighbour count (``n_neighbor`` is the deprecated name).
+    use_rep
+        ``obsm`` key of the embedding.
+    key_added
+        ``obs`` column written (``add_key`` is the deprecated name).
+    seed, n_init
+        KMeans seed (``random_state`` is the deprecated name) and restarts.
+    spatial_prior
+        Weight of a spatial Potts prior on the labels (0, the default: none). Above 0 the clusters
+        are refined so that a cell between niches in ``use_rep`` takes the niche most of its spatial
+        neighbours have, while a cell whose embedding clearly favours a niche keeps it
+        (:func:`scniche_jax.clustering.potts_refine`; the weight is in units of a typical
+        within-niche squared distance). ``variant="improved"`` embeddings are meant to be clustered
+        with ``ImprovedOptions().spatial_prior`` (1.5).
+    spatial_neighbors
+        Spatial neighbours per cell (within its slice) of the prior.
+    spatial_key
+        ``obsm`` key of the coordinates; None reads what pp recorded (``uns['CN_params']``), else
+        ``'spatial'``.
+    sample_key
+        ``obs`` column of slices (neighbours never cross slices); None reads what
         ``pp.process_multi_slices`` recorded (one slice otherwise).
-      copy: work on and return a copy; otherwise change ``adata`` in place and return None.
+    copy
+        Work on and return a copy; otherwise change ``adata`` in place and return None.
 
-    Returns:
-      None, or with ``copy=True`` a new AnnData; either way ``obs[key_added]`` is an ordered
-      categorical of niche labels.
+    Returns
+    -------
+    anndata.AnnData or None
+        None, or with ``copy=True`` a new AnnData; either way ``obs[key_added]`` is an ordered
+        categorical of niche labels.
+
+    Examples
+    --------
+    >>> import scniche_jax as sj
+    >>> adata = sj.datasets.synthetic(n_cells=600, n_niches=4, seed=0)
+    >>> sj.pp.cal_spatial_neighbors(adata, celltype_key="Cell_type", verbose=False)
+    >>> sj.pp.cal_spatial_exp(adata, verbose=False)
+    >>> model = sj.fit(adata, epochs=3, progress=False)
+    >>> sj.tl.clustering(adata, n_niches=4)
+    >>> adata.obs["scNiche"].cat.categories.tolist()
+    ['Niche0', 'Niche1', 'Niche2', 'Niche3']
+
+    With the improved variant, pass its spatial prior on:
+
+    >>> model = sj.fit(adata, variant="improved", epochs=3, progress=False)
+    >>> sj.tl.clustering(adata, n_niches=4, **model.config.improved_options.clustering_kwargs)
     """
     adata = resolve_table(adata, table_key)
     if not isinstance(method, str) or method.lower() not in ("kmeans", "leiden"):
@@ -130,28 +160,47 @@ def cluster_stability(adata: Any, n_niches: tuple[int, int] = (2, 12), use_rep: 
                       max_cells: Optional[int] = None) -> int:
     """Chooses the number of niches by the stability of KMeans across neighbouring k.
 
-    Args:
-      adata: cells with ``obsm[use_rep]``; or a ``spatialdata.SpatialData`` (its table
-        ``table_key``).
-      n_niches: smallest and largest number of niches to consider, inclusive (the reference's
+    Parameters
+    ----------
+    adata
+        Cells with ``obsm[use_rep]``; or a ``spatialdata.SpatialData`` (its table ``table_key``).
+    n_niches
+        Smallest and largest number of niches to consider, inclusive (the reference's
         ``n_clusters``, still accepted with a ``DeprecationWarning``).
-      use_rep: ``obsm`` key of the embedding.
-      max_runs: most KMeans repetitions (a new seed each); at least 2.
-      convergence_tol: stop once the mean stabilities change by less than this.
-      seed: seed of the first run (``random_state`` is the deprecated name).
-      n_init: KMeans restarts per fit (10, like the reference on scikit-learn 1.3).
-      key_added: None writes the reference's ``uns['best_k']`` and ``uns['robustness_df']``
-        (columns ``K``, ``Stability``); a name writes both as
-        ``uns[key_added] = {'best_k': ..., 'robustness_df': ...}`` instead.
-      max_cells: None searches on every cell (the reference); a number caps the search at a
-        random subset of that many cells, drawn with ``seed``
-        (:func:`~scniche_jax.clustering.stability_subset`). Each run fits KMeans for every K
-        in the range: on the 245,280 CODEX cells the search took 897 s (2-core CPU), on
-        random subsets of 50,000 and 20,000 of them 227 s and 42–73 s; the CLI's ``fit`` uses
-        50,000.
+    use_rep
+        ``obsm`` key of the embedding.
+    max_runs
+        Most KMeans repetitions (a new seed each); at least 2.
+    convergence_tol
+        Stop once the mean stabilities change by less than this.
+    seed
+        Seed of the first run (``random_state`` is the deprecated name).
+    n_init
+        KMeans restarts per fit (10, like the reference on scikit-learn 1.3).
+    key_added
+        None writes the reference's ``uns['best_k']`` and ``uns['robustness_df']`` (columns ``K``,
+        ``Stability``); a name writes both as ``uns[key_added] = {'best_k': ..., 'robustness_df':
+        ...}`` instead.
+    max_cells
+        None searches on every cell (the reference); a number caps the search at a random subset of
+        that many cells, drawn with ``seed`` (:func:`~scniche_jax.clustering.stability_subset`).
+        Each run fits KMeans for every K in the range, so on hundreds of thousands of cells a subset
+        of 20,000–50,000 is several times faster; the CLI's ``fit`` uses 50,000.
 
-    Returns:
-      The most stable number of niches.
+    Returns
+    -------
+    int
+        The most stable number of niches.
+
+    Examples
+    --------
+    >>> import scniche_jax as sj
+    >>> adata = sj.datasets.synthetic(n_cells=600, n_niches=4, seed=0)
+    >>> sj.pp.cal_spatial_neighbors(adata, celltype_key="Cell_type", verbose=False)
+    >>> sj.pp.cal_spatial_exp(adata, verbose=False)
+    >>> model = sj.fit(adata, epochs=3, progress=False)
+    >>> best_k = sj.tl.cluster_stability(adata, n_niches=(2, 6))
+    >>> sj.tl.clustering(adata, n_niches=best_k)
     """
     adata = resolve_table(adata, table_key)
     val.check_obsm_key(adata, use_rep, "Run scniche_jax.fit(adata) first or pass use_rep=...")
