@@ -24,7 +24,7 @@ PRECISIONS = ("auto", "bf16", "fp32")
 GRE_SEMANTICS = ("gpu", "cpu")
 VARIANTS = ("reference", "improved")
 CONSENSUS = ("gfn", "majority")
-DEFAULT_RADIUS_WEIGHT = 3.0  # ImprovedOptions.concat_radius_composition (LOG Exp 20, 24)
+DEFAULT_RADIUS_WEIGHT = 3.0  # ImprovedOptions.concat_radius_composition (benchmarks/quality_lab/LOG.md)
 
 
 def _int(value: Any, name: str, minimum: int = 1) -> int:
@@ -94,50 +94,70 @@ class _Serialisable:
 class ImprovedOptions(_Serialisable):
     """The pieces of ``variant="improved"`` (defaults = the variant), each its own option.
 
-    The reference model is flat on labelled data mostly because of what it is fed and how its
-    embedding is read out (REFERENCE.md; ``benchmarks/niche_quality.py`` measures each piece):
+    The reference model finds niches far from annotated tissue regions mostly because of what it
+    is fed and how its embedding is read out; each piece below changes one of those:
 
-    Attributes:
-      scales: neighbourhood sizes (cells, itself included) of the multi-scale cell-type
-        composition view, computed from ``obsm['spatial']`` and the cell-type column within
-        each slice; ``()`` uses pp's ``X_cn_norm`` instead.
-      standardise: z-score every view column (rare cell types weigh like abundant ones):
-        the expression views within each slice (technical offsets between slices), the
-        composition over all cells (fractions are comparable across slices already).
-      composition_per_slice: z-score the composition within each slice too (off: slices
-        covering different tissue proportions would be pulled apart).
-      expression_views: also train on pp's ``X_data`` and ``X_data_nbr`` (standardised).
-      consensus: ``'majority'`` (edges shared by ``consensus_votes`` view graphs: never empty)
-        or ``'gfn'`` (the reference's frozen graph fusion network: empty from about 2,000
-        cells per graph).
-      consensus_votes: view graphs that must share an edge (capped at the number of views).
-      concat_composition: weight of the standardised composition view appended to the
-        standardised embedding in the readout (0: left out).
-      concat_radius_composition: weight of the cell-type composition within fixed radii
+    Attributes
+    ----------
+    scales
+        Neighbourhood sizes (cells, itself included) of the multi-scale cell-type composition view,
+        computed from ``obsm['spatial']`` and the cell-type column within each slice; ``()`` uses
+        pp's ``X_cn_norm`` instead.
+    standardise
+        Z-score every view column (rare cell types weigh like abundant ones): the expression views
+        within each slice (technical offsets between slices), the composition over all cells
+        (fractions are comparable across slices already).
+    composition_per_slice
+        Z-score the composition within each slice too (off: slices covering different tissue
+        proportions would be pulled apart).
+    expression_views
+        Also train on pp's ``X_data`` and ``X_data_nbr`` (standardised).
+    consensus
+        ``'majority'`` (edges shared by ``consensus_votes`` view graphs: never empty) or ``'gfn'``
+        (the reference's frozen graph fusion network: empty from about 2,000 cells per graph).
+    consensus_votes
+        View graphs that must share an edge (capped at the number of views).
+    concat_composition
+        Weight of the standardised composition view appended to the standardised embedding in the
+        readout (0: left out).
+    concat_radius_composition
+        Weight of the cell-type composition within fixed radii
         (:func:`~scniche_jax.improved.radius_composition`, one radius per entry of ``scales``),
-        standardised, appended in the readout beside the k-nearest composition (0: left out;
-        None, the default: 3 when ``scales`` is set, else 0; ``benchmarks/quality_lab/LOG.md``
-        Exp 20 and 24). A configuration saved before this field existed loads with 0, the
-        readout it was fitted with.
-      embedding_weight: weight of the model's embedding in the readout, against the feature
-        blocks above (1: the embedding's total variance equals one block at weight 1; 0: left
-        out, the readout is the features alone). 0.5 by default: at 1 the embedding pulls layer
-        borders of BaristaSeq VISp off the features' (``benchmarks/quality_lab/LOG.md`` Exp 24).
-        A configuration saved before this field existed loads with 1.
-      concat_expression: weight of the standardised neighbourhood expression
-        (``X_data_nbr``) appended in the readout (0: left out).
-      slice_readout: z-score the embedding within each slice in the readout, so that slice
-        offsets do not become niches.
-      smooth_k: spatial neighbours (itself included, within its slice) of the smoothing.
-      smooth_steps: passes of the spatial mean over the readout; 0 turns smoothing off.
-      spatial_prior, spatial_neighbors: the spatial Potts prior that ``tl.clustering``
-        should apply to this variant's embedding (its ``spatial_prior`` and
-        ``spatial_neighbors``; :attr:`clustering_kwargs` holds both). ``fit`` does not
-        cluster; the CLI and ``benchmarks/niche_quality.py`` pass them on; 0 turns it off.
-      celltype_key: ``obs`` column of cell types; None reads what pp recorded
-        (``uns['CN_params']``) or finds the column matching ``uns['CN_order']``.
-      sample_key: ``obs`` column of slices; None reads what ``pp.process_multi_slices``
-        recorded (one slice otherwise).
+        standardised, appended in the readout beside the k-nearest composition (0: left out; None,
+        the default: 3 when ``scales`` is set, else 0). A configuration saved before this field
+        existed loads with 0, the readout it was fitted with.
+    embedding_weight
+        Weight of the model's embedding in the readout, against the feature blocks above (1: the
+        embedding's total variance equals one block at weight 1; 0: left out, the readout is the
+        features alone). 0.5 by default: at 1 the embedding pulls layer borders off the features' on
+        some tissues. A configuration saved before this field existed loads with 1.
+    concat_expression
+        Weight of the standardised neighbourhood expression (``X_data_nbr``) appended in the readout
+        (0: left out).
+    slice_readout
+        Z-score the embedding within each slice in the readout, so that slice offsets do not become
+        niches.
+    smooth_k
+        Spatial neighbours (itself included, within its slice) of the smoothing.
+    smooth_steps
+        Passes of the spatial mean over the readout; 0 turns smoothing off.
+    spatial_prior, spatial_neighbors
+        The spatial Potts prior that ``tl.clustering`` should apply to this variant's embedding (its
+        ``spatial_prior`` and ``spatial_neighbors``; :attr:`clustering_kwargs` holds both). ``fit``
+        does not cluster; the CLI and ``benchmarks/niche_quality.py`` pass them on; 0 turns it off.
+    celltype_key
+        ``obs`` column of cell types; None reads what pp recorded (``uns['CN_params']``) or finds
+        the column matching ``uns['CN_order']``.
+    sample_key
+        ``obs`` column of slices; None reads what ``pp.process_multi_slices`` recorded (one slice
+        otherwise).
+
+    Examples
+    --------
+    >>> import scniche_jax as sj
+    >>> options = sj.ImprovedOptions(embedding_weight=1.0)
+    >>> model = sj.fit(adata, variant="improved", improved_options=options)  # doctest: +SKIP
+    >>> sj.tl.clustering(adata, n_niches=8, **options.clustering_kwargs)  # doctest: +SKIP
     """
 
     scales: tuple[int, ...] = (20, 50, 100)
@@ -217,22 +237,42 @@ class ImprovedOptions(_Serialisable):
 class ModelConfig(_Serialisable):
     """The model: its views, widths, graphs and randomness.
 
-    Attributes:
-      views: ``obsm`` keys, one per view, in order.
-      hidden_size_v: view-encoder widths (reference default ``[10]``).
-      hidden_size: shared-encoder widths; the last is the embedding width.
-      n_neighbors: kNN neighbours per cell in each view's feature graph (the reference's
-        ``k_cutoff_graph``).
-      mik: nearest neighbours per view used as positives of the mutual-information loss.
-      dropout: dropout rate in fusion and decoder while training (the reference's 0.1).
-      deterministic_embedding: embed with dropout off (True) or on, like the reference (False).
-      gre_semantics: report ``loss_gre`` with R (``'gpu'``) or R + Rᵀ (``'cpu'``, the
-        reference on a CPU); training is identical.
-      variant: ``'reference'``, the model as the reference computes it, or ``'improved'``
+    Attributes
+    ----------
+    views
+        ``obsm`` keys, one per view, in order.
+    hidden_size_v
+        View-encoder widths (reference default ``[10]``).
+    hidden_size
+        Shared-encoder widths; the last is the embedding width.
+    n_neighbors
+        KNN neighbours per cell in each view's feature graph (the reference's ``k_cutoff_graph``).
+    mik
+        Nearest neighbours per view used as positives of the mutual-information loss.
+    dropout
+        Dropout rate in fusion and decoder while training (the reference's 0.1).
+    deterministic_embedding
+        Embed with dropout off (True) or on, like the reference (False).
+    gre_semantics
+        Report ``loss_gre`` with R (``'gpu'``) or R + Rᵀ (``'cpu'``, the reference on a CPU);
+        training is identical.
+    variant
+        ``'reference'``, the model as the reference computes it, or ``'improved'``
         (:class:`ImprovedOptions`; its views are computed from pp's output).
-      improved_options: the options of ``variant='improved'`` (None: the defaults); must be None
-        for the reference.
-      seed: seed of every random choice (initialisation, dropout, negatives, probes).
+    improved_options
+        The options of ``variant='improved'`` (None: the defaults); must be None for the reference.
+    seed
+        Seed of every random choice (initialisation, dropout, negatives, probes).
+
+    Examples
+    --------
+    >>> import scniche_jax as sj
+    >>> config = sj.ModelConfig(n_neighbors=15, seed=1)
+    >>> config.latent_dim
+    10
+    >>> model = sj.Model(n_neighbors=15, seed=1)   # the same fields as keywords
+    >>> model.config == config
+    True
     """
 
     views: tuple[str, ...] = DEFAULT_VIEWS
@@ -302,13 +342,23 @@ class ModelConfig(_Serialisable):
 class OptimizerConfig(_Serialisable):
     """Adam (PyTorch's operation order) and the LR plateau schedule.
 
-    Attributes:
-      lr: Adam's learning rate.
-      lr_patience: cut the LR by ``lr_factor`` once the epoch loss has not improved for more
-        than this many epochs (PyTorch ``ReduceLROnPlateau``); None keeps it fixed, as the
-        original ``Runner``.
-      lr_factor: the cut, in (0, 1).
-      min_lr: the floor of the LR, in [0, lr].
+    Attributes
+    ----------
+    lr
+        Adam's learning rate.
+    lr_patience
+        Cut the LR by ``lr_factor`` once the epoch loss has not improved for more than this many
+        epochs (PyTorch ``ReduceLROnPlateau``); None keeps it fixed, as the original ``Runner``.
+    lr_factor
+        The cut, in (0, 1).
+    min_lr
+        The floor of the LR, in [0, lr].
+
+    Examples
+    --------
+    >>> import scniche_jax as sj
+    >>> sj.OptimizerConfig(lr=0.005, lr_patience=None).lr
+    0.005
     """
 
     lr: float = 0.01
@@ -336,18 +386,32 @@ class OptimizerConfig(_Serialisable):
 class StoppingConfig(_Serialisable):
     """How long to train and when to stop early.
 
-    Attributes:
-      epochs: most epochs of one ``train`` call (one step per batch per epoch).
-      patience: stop when the epoch loss has not improved by more than ``min_delta`` for this
-        many epochs (None: never).
-      min_delta: the improvement that counts, >= 0.
-      restore_best: embed with the best-loss parameters.
-      ari_every: every this many epochs, KMeans (``ari_k`` clusters) on the embedding and its
-        ARI against the previous probe (None: no probe).
-      ari_k: clusters of the probe, >= 2.
-      ari_stop_threshold: stop once ``ari_stop_patience`` probes in a row reach it (needs
-        ``ari_every``).
-      ari_stop_patience: probes in a row needed.
+    Attributes
+    ----------
+    epochs
+        Most epochs of one ``train`` call (one step per batch per epoch).
+    patience
+        Stop when the epoch loss has not improved by more than ``min_delta`` for this many epochs
+        (None: never).
+    min_delta
+        The improvement that counts, >= 0.
+    restore_best
+        Embed with the best-loss parameters.
+    ari_every
+        Every this many epochs, KMeans (``ari_k`` clusters) on the embedding and its ARI against the
+        previous probe (None: no probe).
+    ari_k
+        Clusters of the probe, >= 2.
+    ari_stop_threshold
+        Stop once ``ari_stop_patience`` probes in a row reach it (needs ``ari_every``).
+    ari_stop_patience
+        Probes in a row needed.
+
+    Examples
+    --------
+    >>> import scniche_jax as sj
+    >>> sj.StoppingConfig(patience=10, ari_every=5, ari_stop_threshold=0.95).ari_every
+    5
     """
 
     epochs: int = 100
@@ -382,10 +446,8 @@ class StoppingConfig(_Serialisable):
 def resolve_precision(precision: str, platform: str) -> str:
     """``precision`` with ``'auto'`` replaced: ``'fp32'`` on a CPU, ``'bf16'`` on GPUs and TPUs.
 
-    On the 2-core development CPU the compiled epoch is as fast or faster in fp32 (1,000 /
-    2,000 / 4,000 cells: 0.0129 / 0.0298 / 0.0842 s against 0.0132 / 0.0394 / 0.0889 s in
-    bf16): the loss's matmuls are B × d × B with d = 10, bound by the elementwise work, and
-    bf16 only adds conversions. Accelerators gain from bf16.
+    On CPUs an epoch is as fast or faster in fp32: the loss's matmuls are B × d × B with d = 10,
+    bound by the elementwise work, and bf16 only adds conversions. Accelerators gain from bf16.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
@@ -398,21 +460,32 @@ def resolve_precision(precision: str, platform: str) -> str:
 class BatchConfig(_Serialisable):
     """How the work is laid out: batches, precision, memory and devices.
 
-    Attributes:
-      batch_num: None trains on the full graph; an integer splits the cells into that many
-        equal batches exactly as the reference does; ``'auto'`` aims at ``cells_per_batch``
-        cells per batch (about 1000 on a CPU, 5000 on a GPU).
-      cells_per_batch: the target of ``batch_num='auto'`` (None: the platform's default).
-      precision: ``'bf16'`` (bf16 operands, fp32 accumulation in the B² loss matmuls),
-        ``'fp32'``, or ``'auto'``: fp32 on a CPU, bf16 on an accelerator
-        (:func:`resolve_precision`; a CPU has no faster bf16 path for these thin matmuls and
-        spends time converting).
-      block_size: rows per block of the B² loss and of the fusion network; on a CPU the loss
-        takes fewer rows where a block would exceed about 2^20 entries
-        (:func:`scniche_jax.step.loss_block_size`; the memory check keeps ``block_size``, an
-        over-estimate there).
-      memory_limit: bytes one device may use; None takes 90 % of what is free.
-      n_devices: data-parallel devices (set from ``devices``; 1 trains one batch per step).
+    Attributes
+    ----------
+    batch_num
+        None trains on the full graph; an integer splits the cells into that many equal batches
+        exactly as the reference does; ``'auto'`` aims at ``cells_per_batch`` cells per batch (about
+        1000 on a CPU, 5000 on a GPU).
+    cells_per_batch
+        The target of ``batch_num='auto'`` (None: the platform's default).
+    precision
+        ``'bf16'`` (bf16 operands, fp32 accumulation in the B² loss matmuls), ``'fp32'``, or
+        ``'auto'``: fp32 on a CPU, bf16 on an accelerator (:func:`resolve_precision`; a CPU has no
+        faster bf16 path for these thin matmuls and spends time converting).
+    block_size
+        Rows per block of the B² loss and of the fusion network; on a CPU the loss takes fewer rows
+        where a block would exceed about 2^20 entries (:func:`scniche_jax.step.loss_block_size`; the
+        memory check keeps ``block_size``, an over-estimate there).
+    memory_limit
+        Bytes one device may use; None takes 90 % of what is free.
+    n_devices
+        Data-parallel devices (set from ``devices``; 1 trains one batch per step).
+
+    Examples
+    --------
+    >>> import scniche_jax as sj
+    >>> sj.BatchConfig(batch_num="auto", cells_per_batch=2000).cells_per_batch
+    2000
     """
 
     batch_num: Optional[int | str] = None

@@ -19,8 +19,19 @@ def osmfish() -> ad.AnnData:
     ``obs['Niche']`` the 11 anatomical regions, ``obsm['spatial']`` pixel coordinates;
     ``uns['source']`` carries the full provenance. Cite the paper when you use it.
 
-    Returns:
-      A new AnnData read from the copy carried inside the package.
+    Returns
+    -------
+    anndata.AnnData
+        A new AnnData read from the copy carried inside the package.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import scniche_jax as sj
+    >>> adata = sj.datasets.osmfish()
+    >>> adata.shape
+    (4839, 33)
+    >>> adata.X = np.log1p(adata.X / adata.X.sum(1, keepdims=True) * 1e4)   # normalise + log1p
     """
     with resources.as_file(resources.files("scniche_jax") / "data" / "osmfish_cortex.h5ad") as path:
         return ad.read_h5ad(path)
@@ -30,16 +41,31 @@ def synthetic(n_cells: int = 1000, n_niches: int = 5, n_cell_types: int = 10, n_
               seed: int = 0) -> ad.AnnData:
     """Cells on a square whose niche (a Voronoi region) sets their cell-type mix.
 
-    Args:
-      n_cells: number of cells.
-      n_niches: number of spatial niches (``obs['Niche']``).
-      n_cell_types: number of cell types (``obs['Cell_type']``).
-      n_genes: genes; each cell type has its own mean profile, counts are Poisson and
-        ``X`` holds ``log1p`` counts (float32).
-      seed: numpy seed.
+    Parameters
+    ----------
+    n_cells
+        Number of cells.
+    n_niches
+        Number of spatial niches (``obs['Niche']``).
+    n_cell_types
+        Number of cell types (``obs['Cell_type']``).
+    n_genes
+        Genes; each cell type has its own mean profile, counts are Poisson and ``X`` holds ``log1p``
+        counts (float32).
+    seed
+        Numpy seed.
 
-    Returns:
-      AnnData with ``X``, ``obs['Cell_type']``, ``obs['Niche']`` and ``obsm['spatial']``.
+    Returns
+    -------
+    anndata.AnnData
+        AnnData with ``X``, ``obs['Cell_type']``, ``obs['Niche']`` and ``obsm['spatial']``.
+
+    Examples
+    --------
+    >>> import scniche_jax as sj
+    >>> adata = sj.datasets.synthetic(n_cells=500, n_niches=4, seed=0)
+    >>> adata.obs["Niche"].nunique(), adata.obsm["spatial"].shape
+    (4, (500, 2))
     """
     rng = np.random.default_rng(seed)
     side = np.sqrt(n_cells) * 10.0

@@ -39,28 +39,53 @@ def fit(adata: ad.AnnData, *, views: Optional[Sequence[str]] = None,
     :class:`~scniche_jax.config.OptimizerConfig`, :class:`~scniche_jax.config.StoppingConfig`
     or :class:`~scniche_jax.config.BatchConfig`, documented there and in :class:`Model`.
 
-    Args:
-      adata: cells with the view matrices in ``obsm`` (see :mod:`scniche_jax.pp`), or a
-        ``spatialdata.SpatialData`` whose table ``table_key`` holds them (the embedding is
-        written into that table).
-      views, hidden_size_v, hidden_size, n_neighbors, mik, dropout, deterministic_embedding,
-        gre_semantics, variant, improved_options, seed: the model (:class:`Model`);
-        ``variant='improved'`` trains on views it computes from what pp stored and writes a
-        read-out, spatially smoothed embedding (:class:`~scniche_jax.config.ImprovedOptions`). ``k_graph`` is the deprecated
-        name of ``n_neighbors``.
-      epochs, lr, lr_patience, lr_factor, min_lr, patience, min_delta, restore_best, ari_every,
-        ari_k, ari_stop_threshold, ari_stop_patience, batch_num, cells_per_batch, precision,
-        block_size, memory_limit, devices, checkpoint_every, progress: training
-        (:meth:`Model.train`); ``epochs`` counts from the start, also when resuming.
-      key_added: ``obsm`` key of the embedding.
-      checkpoint_dir: save training checkpoints here (the newest three kept).
-      resume: continue from the newest checkpoint in ``checkpoint_dir`` (same data and model
-        settings; stopping options may change); it reaches the state of an uninterrupted run.
-      table_key: the table of a SpatialData (default ``'table'``).
+    Parameters
+    ----------
+    adata
+        Cells with the view matrices in ``obsm`` (see :mod:`scniche_jax.pp`), or a
+        ``spatialdata.SpatialData`` whose table ``table_key`` holds them (the embedding is written
+        into that table).
+    views, hidden_size_v, hidden_size, n_neighbors, mik, dropout, deterministic_embedding, gre_semantics, variant, improved_options, seed
+        The model (:class:`Model`); ``variant='improved'`` trains on views it computes from what pp
+        stored and writes a read-out, spatially smoothed embedding
+        (:class:`~scniche_jax.config.ImprovedOptions`). ``k_graph`` is the deprecated name of
+        ``n_neighbors``.
+    epochs, lr, lr_patience, lr_factor, min_lr, patience, min_delta, restore_best, ari_every, ari_k, ari_stop_threshold, ari_stop_patience, batch_num, cells_per_batch, precision, block_size, memory_limit, devices, checkpoint_every, progress
+        Training (:meth:`Model.train`); ``epochs`` counts from the start, also when resuming.
+    key_added
+        ``obsm`` key of the embedding.
+    checkpoint_dir
+        Save training checkpoints here (the newest three kept).
+    resume
+        Continue from the newest checkpoint in ``checkpoint_dir`` (same data and model settings;
+        stopping options may change); it reaches the state of an uninterrupted run.
+    table_key
+        The table of a SpatialData (default ``'table'``).
 
-    Returns:
-      The trained :class:`Model`; its ``history`` holds losses, LRs, ARIs and why training
-      stopped. Nothing but ``adata.obsm[key_added]`` is written, also after Ctrl-C.
+    Returns
+    -------
+    Model
+        The trained :class:`Model`; its ``history`` holds losses, LRs, ARIs and why training
+        stopped. Nothing but ``adata.obsm[key_added]`` is written, also after Ctrl-C.
+
+    Examples
+    --------
+    >>> import scniche_jax as sj
+    >>> adata = sj.datasets.synthetic(n_cells=600, n_niches=4, seed=0)
+    >>> sj.pp.cal_spatial_neighbors(adata, celltype_key="Cell_type", verbose=False)
+    >>> sj.pp.cal_spatial_exp(adata, verbose=False)
+    >>> model = sj.fit(adata, epochs=3, progress=False)
+    >>> adata.obsm["X_scniche"].shape
+    (600, 10)
+    >>> len(model.history.loss["total"])
+    3
+
+    Larger data in batches, stopping once the niches stop moving:
+
+    >>> model = sj.fit(adata, batch_num=2, epochs=20, ari_every=5, ari_k=4,
+    ...                ari_stop_threshold=0.95, progress=False)
+    >>> model.history.early_stop.stopped_by in ("ari", "epochs", "loss")
+    True
     """
     adata = resolve_table(adata, table_key)
     if not isinstance(key_added, str) or not key_added:

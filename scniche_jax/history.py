@@ -12,12 +12,17 @@ STOP_REASONS = ("epochs", "loss", "ari", "interrupted", "nonfinite")
 class EarlyStop:
     """Why and where the last ``train`` call stopped.
 
-    Attributes:
-      best_epoch, best_loss: the epoch (1-based, over all calls) with the lowest loss, and that
-        loss (None before any epoch).
-      stopped_epoch: epochs run in all when training stopped.
-      stopped_by: one of ``'epochs'``, ``'loss'``, ``'ari'``, ``'interrupted'``, ``'nonfinite'``.
-      restored_best: the embedding parameters are the best-loss ones, not the last ones.
+    Attributes
+    ----------
+    best_epoch, best_loss
+        The epoch (1-based, over all calls) with the lowest loss, and that loss (None before any
+        epoch).
+    stopped_epoch
+        Epochs run in all when training stopped.
+    stopped_by
+        One of ``'epochs'``, ``'loss'``, ``'ari'``, ``'interrupted'``, ``'nonfinite'``.
+    restored_best
+        The embedding parameters are the best-loss ones, not the last ones.
     """
 
     best_epoch: Optional[int]
@@ -38,11 +43,16 @@ class EarlyStop:
 class History:
     """Per-epoch records of every ``train`` call, in order.
 
-    Attributes:
-      loss: ``{'total', 'gre', 'rec', 'mim'}`` → one float per epoch (the sum over batches).
-      lr: the learning rate of each epoch.
-      ari: ``(epoch, ARI against the previous probe)`` pairs.
-      early_stop: how the last ``train`` call ended (None before training).
+    Attributes
+    ----------
+    loss
+        ``{'total', 'gre', 'rec', 'mim'}`` → one float per epoch (the sum over batches).
+    lr
+        The learning rate of each epoch.
+    ari
+        ``(epoch, ARI against the previous probe)`` pairs.
+    early_stop
+        How the last ``train`` call ended (None before training).
     """
 
     loss: dict[str, list[float]] = field(default_factory=lambda: {name: [] for name in LOSS_NAMES})

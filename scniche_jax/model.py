@@ -73,30 +73,59 @@ class Model:
     history); :meth:`embed` computes the embedding; :meth:`save` / :func:`scniche_jax.load`
     write and read it.
 
-    Args:
-      views: ``obsm`` keys of the views; ``('X_cn_norm', 'X_data', 'X_data_nbr')`` when None.
-      hidden_size_v: view-encoder widths.
-      hidden_size: shared-encoder widths; the last is the embedding width.
-      n_neighbors: kNN neighbours per cell in each view's feature graph (was ``k_graph``).
-      mik: nearest neighbours per view used as positive pairs of the MI loss.
-      dropout: dropout rate while training (the reference's 0.1, always on).
-      deterministic_embedding: embed with dropout off (default); False reproduces the
-        reference's random final embedding.
-      gre_semantics: ``'gpu'`` reports ``loss_gre`` with R, ``'cpu'`` with R + Rᵀ.
-      variant: ``'reference'`` (the model exactly as the reference computes it) or
-        ``'improved'`` (better niches: views, consensus graph, readout and smoothing of
-        :class:`~scniche_jax.config.ImprovedOptions`, computed from what pp stored; leave
-        ``views`` unset).
-      improved_options: the improved variant's options (None: its defaults).
-      seed: seed of every random choice (initialisation, dropout, negatives, probes).
+    Parameters
+    ----------
+    views
+        ``obsm`` keys of the views; ``('X_cn_norm', 'X_data', 'X_data_nbr')`` when None.
+    hidden_size_v
+        View-encoder widths.
+    hidden_size
+        Shared-encoder widths; the last is the embedding width.
+    n_neighbors
+        KNN neighbours per cell in each view's feature graph (was ``k_graph``).
+    mik
+        Nearest neighbours per view used as positive pairs of the MI loss.
+    dropout
+        Dropout rate while training (the reference's 0.1, always on).
+    deterministic_embedding
+        Embed with dropout off (default); False reproduces the reference's random final embedding.
+    gre_semantics
+        ``'gpu'`` reports ``loss_gre`` with R, ``'cpu'`` with R + Rᵀ.
+    variant
+        ``'reference'`` (the model exactly as the reference computes it) or ``'improved'`` (better
+        niches: views, consensus graph, readout and smoothing of
+        :class:`~scniche_jax.config.ImprovedOptions`, computed from what pp stored; leave ``views``
+        unset).
+    improved_options
+        The improved variant's options (None: its defaults).
+    seed
+        Seed of every random choice (initialisation, dropout, negatives, probes).
 
-    Attributes:
-      config: the :class:`~scniche_jax.config.ModelConfig`.
-      data_shape: view widths and graph size, known after the first ``train``.
-      params: the MGAE parameters the embedding uses (the best-loss ones with
-        ``restore_best``).
-      gfn_params, discriminator_params: the frozen fusion network and discriminator.
-      history: a :class:`~scniche_jax.history.History` of every epoch.
+    Attributes
+    ----------
+    config
+        The :class:`~scniche_jax.config.ModelConfig`.
+    data_shape
+        View widths and graph size, known after the first ``train``.
+    params
+        The MGAE parameters the embedding uses (the best-loss ones with ``restore_best``).
+    gfn_params, discriminator_params
+        The frozen fusion network and discriminator.
+    history
+        A :class:`~scniche_jax.history.History` of every epoch.
+
+    Examples
+    --------
+    >>> import scniche_jax as sj
+    >>> adata = sj.datasets.synthetic(n_cells=600, n_niches=4, seed=0)
+    >>> sj.pp.cal_spatial_neighbors(adata, celltype_key="Cell_type", verbose=False)
+    >>> sj.pp.cal_spatial_exp(adata, verbose=False)
+    >>> model = sj.Model(n_neighbors=20, seed=0)
+    >>> model.train(adata, epochs=2, progress=False)
+    >>> model.train(adata, epochs=2, progress=False)   # continues: as epochs=4 at once
+    >>> model.history.epochs_run
+    4
+    >>> adata.obsm["X_scniche"] = model.embed(adata)
     """
 
     @renamed_kwargs(k_graph="n_neighbors")
@@ -147,8 +176,19 @@ class Model:
     def plot_history(self):
         """A matplotlib figure of the loss components, the learning rate and the probe ARIs.
 
-        Returns:
-          ``matplotlib.figure.Figure`` (needs the ``plot`` extra: ``pip install 'scniche-jax[plot]'``).
+        Returns
+        -------
+        matplotlib.figure.Figure
+            ``matplotlib.figure.Figure`` (needs the ``plot`` extra: ``pip install 'scniche-jax[plot]'``).
+
+        Examples
+        --------
+        >>> import scniche_jax as sj
+        >>> adata = sj.datasets.synthetic(n_cells=600, n_niches=4, seed=0)
+        >>> sj.pp.cal_spatial_neighbors(adata, celltype_key="Cell_type", verbose=False)
+        >>> sj.pp.cal_spatial_exp(adata, verbose=False)
+        >>> model = sj.fit(adata, epochs=3, progress=False)
+        >>> fig = model.plot_history()
         """
         from .plotting import history_figure
 
@@ -171,25 +211,44 @@ class Model:
         The learning-rate schedule continues too, unless ``lr`` differs from the previous call's,
         which restarts it at the new ``lr``. Loss patience counts across calls.
 
-        Args:
-          adata: cells with the views in ``obsm`` (see :mod:`scniche_jax.pp`), or a SpatialData
-            whose table ``table_key`` holds them; not modified.
-          epochs: most epochs of this call.
-          lr, lr_patience, lr_factor, min_lr: Adam's learning rate and the plateau schedule
-            (see :class:`~scniche_jax.config.OptimizerConfig`).
-          patience, min_delta, restore_best, ari_every, ari_k, ari_stop_threshold,
-            ari_stop_patience: stopping (see :class:`~scniche_jax.config.StoppingConfig`).
-          batch_num, cells_per_batch, precision, block_size, memory_limit: the batch layout
-            (see :class:`~scniche_jax.config.BatchConfig`); a continued run must keep the
-            graph size of the first.
-          devices: train data-parallel on these devices (e.g. ``jax.devices()``), one batch per
-            device per step with averaged gradients; ``batch_num`` a multiple of their count.
-          checkpoint_dir: save a training checkpoint here every ``checkpoint_every`` epochs and
-            at the end (the newest three kept); ``scniche_jax.load(checkpoint_dir)`` then
-            ``train`` resumes.
-          checkpoint_every: epochs between checkpoints.
-          progress: show progress bars.
-          table_key: the table of a SpatialData (default ``'table'``).
+        Parameters
+        ----------
+        adata
+            Cells with the views in ``obsm`` (see :mod:`scniche_jax.pp`), or a SpatialData whose table
+            ``table_key`` holds them; not modified.
+        epochs
+            Most epochs of this call.
+        lr, lr_patience, lr_factor, min_lr
+            Adam's learning rate and the plateau schedule (see
+            :class:`~scniche_jax.config.OptimizerConfig`).
+        patience, min_delta, restore_best, ari_every, ari_k, ari_stop_threshold, ari_stop_patience
+            Stopping (see :class:`~scniche_jax.config.StoppingConfig`).
+        batch_num, cells_per_batch, precision, block_size, memory_limit
+            The batch layout (see :class:`~scniche_jax.config.BatchConfig`); a continued run must keep
+            the graph size of the first.
+        devices
+            Train data-parallel on these devices (e.g. ``jax.devices()``), one batch per device per step
+            with averaged gradients; ``batch_num`` a multiple of their count.
+        checkpoint_dir
+            Save a training checkpoint here every ``checkpoint_every`` epochs and at the end (the newest
+            three kept); ``scniche_jax.load(checkpoint_dir)`` then ``train`` resumes.
+        checkpoint_every
+            Epochs between checkpoints.
+        progress
+            Show progress bars.
+        table_key
+            The table of a SpatialData (default ``'table'``).
+
+        Examples
+        --------
+        >>> import scniche_jax as sj
+        >>> adata = sj.datasets.synthetic(n_cells=600, n_niches=4, seed=0)
+        >>> sj.pp.cal_spatial_neighbors(adata, celltype_key="Cell_type", verbose=False)
+        >>> sj.pp.cal_spatial_exp(adata, verbose=False)
+        >>> model = sj.Model(seed=0)
+        >>> model.train(adata, epochs=5, lr_patience=None, progress=False)   # a fixed LR, as the original
+        >>> model.history.lr[-1]
+        0.01
         """
         self._train(resolve_table(adata, table_key), epochs=epochs, lr=lr, lr_patience=lr_patience, lr_factor=lr_factor, min_lr=min_lr,
                     patience=patience, min_delta=min_delta, restore_best=restore_best, ari_every=ari_every,
@@ -312,14 +371,31 @@ class Model:
         ``variant='improved'`` the embedding is then read out with the composition view and
         smoothed over spatial neighbours (:func:`scniche_jax.improved.finish_embedding`).
 
-        Args:
-          adata: cells with the same views (same ``obsm`` keys and widths) as the model's.
-          seed: with ``deterministic_embedding=False``, the dropout seed.
-          table_key: the table of a SpatialData (default ``'table'``).
+        Parameters
+        ----------
+        adata
+            Cells with the same views (same ``obsm`` keys and widths) as the model's.
+        seed
+            With ``deterministic_embedding=False``, the dropout seed.
+        table_key
+            The table of a SpatialData (default ``'table'``).
 
-        Returns:
-          float32 array (n_obs × latent_dim, wider with the improved readout) in
-          ``adata.obs_names`` order; ``adata`` is not modified.
+        Returns
+        -------
+        numpy.ndarray
+            Float32 array (n_obs × latent_dim, wider with the improved readout) in
+            ``adata.obs_names`` order; ``adata`` is not modified.
+
+        Examples
+        --------
+        >>> import scniche_jax as sj
+        >>> adata = sj.datasets.synthetic(n_cells=600, n_niches=4, seed=0)
+        >>> sj.pp.cal_spatial_neighbors(adata, celltype_key="Cell_type", verbose=False)
+        >>> sj.pp.cal_spatial_exp(adata, verbose=False)
+        >>> model = sj.fit(adata, epochs=2, progress=False)
+        >>> z = model.embed(adata)
+        >>> z.shape
+        (600, 10)
         """
         adata = resolve_table(adata, table_key)
         if not self.is_trained:
@@ -379,12 +455,22 @@ class Model:
     def from_torch(cls, source: Union[PathLike, Mapping[str, Any]]) -> "Model":
         """A model from a reference-trained ``model.pt`` (path or loaded dict), without torch.
 
-        Args:
-          source: the file (read with a restricted unpickler that never runs code) or the
-            dictionary ``torch.load`` returned (tensors or numpy arrays).
+        Parameters
+        ----------
+        source
+            The file (read with a restricted unpickler that never runs code) or the dictionary
+            ``torch.load`` returned (tensors or numpy arrays).
 
-        Returns:
-          The :class:`Model`, ready to embed (and to train further, with fresh Adam moments).
+        Returns
+        -------
+        Model
+            The :class:`Model`, ready to embed (and to train further, with fresh Adam moments).
+
+        Examples
+        --------
+        >>> import scniche_jax as sj
+        >>> model = sj.Model.from_torch("scniche_run/model.pt")  # doctest: +SKIP
+        >>> adata.obsm["X_scniche"] = model.embed(adata)  # doctest: +SKIP
         """
         data = load_torch(source) if isinstance(source, (str, os.PathLike)) else source
         name = str(source) if isinstance(source, (str, os.PathLike)) else "the model.pt dictionary"
@@ -448,15 +534,36 @@ class Model:
         The folder is built beside ``path`` and swapped in at the end, so an interrupted save
         (even a killed process) leaves the previous one intact and no half-written file.
 
-        Args:
-          path: the folder.
-          adata: also write ``adata.h5ad`` with the results only (``obs``, ``obsm[key_added]`` and
+        Parameters
+        ----------
+        path
+            The folder.
+        adata
+            Also write ``adata.h5ad`` with the results only (``obs``, ``obsm[key_added]`` and
             ``obsm['spatial']`` when present; nothing of the model).
-          overwrite: replace an existing non-empty folder.
-          key_added: ``obsm`` key of the embedding in ``adata`` (was ``key``).
+        overwrite
+            Replace an existing non-empty folder.
+        key_added
+            ``obsm`` key of the embedding in ``adata`` (was ``key``).
 
-        Returns:
-          The absolute folder path.
+        Returns
+        -------
+        pathlib.Path
+            The absolute folder path.
+
+        Examples
+        --------
+        >>> import scniche_jax as sj
+        >>> adata = sj.datasets.synthetic(n_cells=600, n_niches=4, seed=0)
+        >>> sj.pp.cal_spatial_neighbors(adata, celltype_key="Cell_type", verbose=False)
+        >>> sj.pp.cal_spatial_exp(adata, verbose=False)
+        >>> model = sj.fit(adata, epochs=2, progress=False)
+        >>> path = model.save("run1", adata=adata, overwrite=True)
+        >>> sorted(p.name for p in path.iterdir())
+        ['adata.h5ad', 'config.json', 'model.pt', 'state']
+        >>> import numpy as np
+        >>> bool(np.array_equal(sj.load(path).embed(adata), model.embed(adata)))
+        True
         """
         if not self.is_trained:
             raise ValueError("this model is not trained yet; call model.train(adata) before saving.")
@@ -551,5 +658,43 @@ def _as_numpy(value) -> np.ndarray:
 
 
 def load(path: PathLike) -> Model:
-    """Loads a model saved with :meth:`Model.save`, a training-checkpoint folder, or a ``model.pt``."""
+    """Loads a model saved with :meth:`Model.save`, a training-checkpoint folder, or a ``model.pt``.
+
+    Every array (parameters, Adam state, the frozen networks, the random state) is restored bit
+    for bit, so the loaded model embeds exactly as the saved one and :meth:`Model.train`
+    continues exactly where it stopped. A training-checkpoint folder (``checkpoint_dir=`` of
+    :func:`scniche_jax.fit`) gives its newest complete checkpoint. A folder with only a
+    ``model.pt``, or a ``model.pt`` file trained by the original scNiche, is read as with
+    :meth:`Model.from_torch` (without torch; the file's code is never run).
+
+    Parameters
+    ----------
+    path
+        The folder written by :meth:`Model.save`, a checkpoint folder, or a ``model.pt``.
+
+    Returns
+    -------
+    Model
+        The :class:`Model`, ready to :meth:`~Model.embed` and to :meth:`~Model.train` further.
+
+    Raises
+    ------
+    FileNotFoundError
+        Nothing to load at ``path``.
+    ValueError
+        The folder or file is not a saved scniche-jax model or a reference ``model.pt``.
+
+    Examples
+    --------
+    >>> import scniche_jax as sj
+    >>> adata = sj.datasets.synthetic(n_cells=600, n_niches=4, seed=0)
+    >>> sj.pp.cal_spatial_neighbors(adata, celltype_key="Cell_type", verbose=False)
+    >>> sj.pp.cal_spatial_exp(adata, verbose=False)
+    >>> model = sj.fit(adata, epochs=2, progress=False)
+    >>> path = model.save("run1", overwrite=True)
+    >>> same = sj.load(path)
+    >>> same.train(adata, epochs=2, progress=False)   # continues from epoch 2
+    >>> same.history.epochs_run
+    4
+    """
     return Model.load(path)

@@ -1,4 +1,4 @@
-"""The Examples sections of the public pp / tl / pl functions run and print what they show."""
+"""The Examples sections of the public API (pp, tl, pl, fit, load, Model, the configs, datasets) run and print what they show."""
 from __future__ import annotations
 
 import doctest
@@ -14,19 +14,28 @@ PUBLIC = {
     "pl": ["niches", "history", "composition", "enrichment", "niche_adjacency", "abundance", "markers"],
 }
 CASES = [(module, name) for module, names in PUBLIC.items() for name in names]
+CASES += [("", name) for name in ("fit", "load", "Model", "ModelConfig", "OptimizerConfig", "StoppingConfig",
+                                  "BatchConfig")]
+CASES += [("Model", name) for name in ("train", "embed", "save", "plot_history")]
+CASES += [("datasets", name) for name in ("osmfish", "synthetic")]
 
 
-@pytest.mark.parametrize("module,name", CASES, ids=[f"{m}.{n}" for m, n in CASES])
+def _public(module: str, name: str):
+    owner = getattr(sj, module) if module else sj
+    return getattr(owner, name)
+
+
+@pytest.mark.parametrize("module,name", CASES, ids=[f"{m}.{n}".lstrip(".") for m, n in CASES])
 def test_examples_section_runs(module, name, tmp_path, monkeypatch):
     import matplotlib  # the test extra installs matplotlib and scanpy
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     monkeypatch.chdir(tmp_path)
-    doc = getattr(getattr(sj, module), name).__doc__
+    doc = _public(module, name).__doc__
     assert "\nExamples\n" in doc.replace("    ", ""), f"sj.{module}.{name} has no Examples section"
     test = doctest.DocTestParser().get_doctest(doc, {}, f"sj.{module}.{name}", None, 0)
-    assert len(test.examples) >= 3
+    assert len(test.examples) >= 2
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     result = runner.run(test, out=lambda text: print(text, end=""))
     plt.close("all")
