@@ -1,4 +1,4 @@
-"""Splitting cells into equally sized batches exactly as the reference does (REFERENCE §3)."""
+"""Splitting cells into equally sized batches exactly as the reference does."""
 from __future__ import annotations
 
 import random

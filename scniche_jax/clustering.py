@@ -14,7 +14,7 @@ def kmeans_labels(x: np.ndarray, n_clusters: int, random_state: int = 123, n_ini
     """KMeans labels (int64) of the rows of ``x``.
 
     Runs with one OpenMP thread: on small machines scikit-learn's OpenMP KMeans spins for
-    seconds per call (STACK.md measured 65× on 2 cores).
+    seconds per call (tens of times slower on 2 cores).
     """
     with threadpool_limits(1, user_api="openmp"):
         return KMeans(n_clusters=n_clusters, random_state=random_state, n_init=n_init).fit_predict(x)

@@ -356,7 +356,7 @@ def graph_fusion_loss(fused: sp.csr_matrix, views: Sequence[ViewGraph], semantic
     """``mean_v MSE(M, A_v)`` over B² entries, with M = R (``'gpu'``) or R + Rᵀ (``'cpu'``).
 
     The reference reports R + Rᵀ on the CPU because of an aliasing side effect and R on a
-    GPU (REFERENCE §6); the gradient is zero either way.
+    GPU (docs: *What the reference computes*); the gradient is zero either way.
     """
     if semantics not in ("gpu", "cpu"):
         raise ValueError(f"gre_semantics must be 'gpu' or 'cpu', got {semantics!r}")

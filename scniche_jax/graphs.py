@@ -2,7 +2,7 @@
 
 Everything here is host-side numpy/scipy; the result is turned into device arrays by
 :mod:`scniche_jax.train`. A view graph is the symmetric kNN graph ``A = max(K, Kᵀ)`` of
-one view's features, with self-loops, as the reference builds it (REFERENCE §2).
+one view's features, with self-loops, as the reference builds it.
 """
 from __future__ import annotations
 

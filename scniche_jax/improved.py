@@ -1,6 +1,6 @@
 """The pieces of ``variant="improved"``, as pure functions (arrays in, arrays out).
 
-The reference model (REFERENCE.md) is flat on labelled data mostly because of what it is
+The reference model finds niches far from labelled regions mostly because of what it is
 fed and how its embedding is read out, not because of its layers: raw composition at one
 scale is dominated by the abundant cell types, the consensus graph is empty from about
 2,000 cells on, and KMeans on a per-cell embedding sees no spatial context. The variant

@@ -1,4 +1,4 @@
-"""Training losses (REFERENCE §5), memory-lean.
+"""Training losses (as the reference computes them), memory-lean.
 
 The reconstruction loss ``mean_v BCEWithLogits(z_v z_vᵀ, A_v, pos_weight)`` is split into
 a dense part over all B² pairs, ``Σ softplus(x_ij)``, and a correction over the edges of

@@ -1,4 +1,4 @@
-"""Flax modules of the MGAE (REFERENCE §4) and its Discriminator.
+"""Flax modules of the MGAE (the reference's model) and its Discriminator.
 
 Parameter layouts: a GraphConv kernel is (in, out) like DGL's; Dense kernels are (in, out)
 where torch's ``nn.Linear`` stores (out, in) (see :mod:`scniche_jax.torch_format`).

@@ -35,9 +35,9 @@ def fp32_matmuls():
     return jax.default_matmul_precision("highest")
 
 
-# On a CPU the B² loss runs fastest when one block (rows × B) stays cache-sized: at 4,000 cells
-# 256-row blocks made the epoch 26 % faster than 1024-row ones (2-core CPU, 2026-12-05); on
-# 1,000-cell graphs the cap changes nothing. Accelerators keep ``block_size``.
+# On a CPU the B² loss runs fastest when one block (rows × B) stays cache-sized (at 4,000 cells
+# 256-row blocks beat 1024-row ones by about a quarter; benchmarks/REPORT.md); on 1,000-cell
+# graphs the cap changes nothing. Accelerators keep ``block_size``.
 CPU_LOSS_BLOCK_ENTRIES = 2 ** 20
 CPU_LOSS_BLOCK_MIN_ROWS = 256
 
