@@ -356,7 +356,7 @@ def niche_adjacency(adata: Any, groupby: str = "scNiche", sample_key: Optional[s
         ``expected``, ``log2_ratio`` (log2 of (links + 1) / (expected links + 1): how much more
         or less contact than chance, comparable between niches of different sizes), ``z_score``
         (grows with the niches' sizes as well as with the effect: between two large niches a
-        small deficit has a large |z|), ``p_value``, ``p_adj`` (Benjamini–Hochberg within each
+        small deficit has a large absolute z), ``p_value``, ``p_adj`` (Benjamini–Hochberg within each
         sample block) and ``n_cells_source``. ``table.pivot(index='source', columns='target',
         values='z_score')`` of the pooled rows is the niche × niche matrix.
 

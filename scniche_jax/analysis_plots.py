@@ -88,9 +88,9 @@ def enrichment(data: Any, uns_key: str = "enrichment", value: str = "log2_fold_c
     value
         Column shown as colour (``'log2_fold_change'`` or ``'proportion'``).
     alpha
-        Stars mark ``p_adj`` below 0.05 (*), 0.01 (**), 0.001 (***) when under ``alpha``.
+        Stars mark ``p_adj`` below 0.05 (``*``), 0.01 (``**``), 0.001 (``***``) when under ``alpha``.
     vmax
-        Colour limit (symmetric for the fold change); the largest |value| when None.
+        Colour limit (symmetric for the fold change); the largest absolute value when None.
     cmap
         Matplotlib colour map.
     ax
@@ -149,7 +149,7 @@ def niche_adjacency(data: Any, uns_key: str = "niche_adjacency", value: str = "l
     annotate
         Write the values into the cells.
     vmax
-        Colour limit (symmetric for z-scores); the largest off-diagonal |value| when None.
+        Colour limit (symmetric for z-scores); the largest off-diagonal absolute value when None.
     cmap
         Matplotlib colour map.
     ax
