@@ -576,8 +576,10 @@ def average_expression(adata: Any, groupby: str = "scNiche", sample_key: Optiona
         Genes to report (all of ``var_names`` when None).
     layer
         ``adata.layers`` key of the expression; ``adata.X`` when None.
-    key, restrict_to
-        Average only over the cells whose ``obs[key]`` is ``restrict_to`` (a label or a list), e.g.
+    key
+        ``obs`` column that ``restrict_to`` refers to (e.g. ``'Cell_type'``); None uses every cell.
+    restrict_to
+        Only the cells whose ``obs[key]`` is this label (or one of these labels), e.g.
         ``key='Cell_type', restrict_to='Astrocyte'`` (scNiche's ``selected_celltype``).
     min_fraction
         Drop (sample, niche) pairs whose niche holds less than this fraction of the sample's cells
@@ -680,8 +682,11 @@ def niche_markers(adata: Any, groupby: str = "scNiche", method: str = "wilcoxon"
         Niches to test (``'all'`` or a list).
     reference
         ``'rest'`` or one niche to compare against.
-    key, restrict_to
-        Compare only the cells whose ``obs[key]`` is ``restrict_to`` (a label or a list of labels).
+    key
+        ``obs`` column that ``restrict_to`` refers to (e.g. ``'Cell_type'``); None uses every cell.
+    restrict_to
+        Only the cells whose ``obs[key]`` is this label (or one of these labels), e.g.
+        ``key='Cell_type', restrict_to='Astrocyte'`` (scNiche's ``selected_celltype``).
     genes
         Genes tested (all when None).
     layer

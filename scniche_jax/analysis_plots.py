@@ -319,8 +319,11 @@ def markers(adata: Any, groupby: str = "scNiche", n_genes: int = 3, uns_key: str
         Top genes per niche (by score, positive fold change first).
     uns_key
         Where the marker table is stored.
-    key, restrict_to
-        Show only the cells whose ``obs[key]`` is ``restrict_to``, as used for the markers.
+    key
+        ``obs`` column that ``restrict_to`` refers to (e.g. ``'Cell_type'``); None uses every cell.
+    restrict_to
+        Only the cells whose ``obs[key]`` is this label (or one of these labels), e.g.
+        ``key='Cell_type', restrict_to='Astrocyte'`` (scNiche's ``selected_celltype``).
     layer
         ``adata.layers`` key of the expression; ``adata.X`` when None.
     ax

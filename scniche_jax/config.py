@@ -141,10 +141,12 @@ class ImprovedOptions(_Serialisable):
         Spatial neighbours (itself included, within its slice) of the smoothing.
     smooth_steps
         Passes of the spatial mean over the readout; 0 turns smoothing off.
-    spatial_prior, spatial_neighbors
-        The spatial Potts prior that ``tl.clustering`` should apply to this variant's embedding (its
-        ``spatial_prior`` and ``spatial_neighbors``; :attr:`clustering_kwargs` holds both). ``fit``
-        does not cluster; the CLI and ``benchmarks/niche_quality.py`` pass them on; 0 turns it off.
+    spatial_prior
+        Weight of the spatial Potts prior that ``tl.clustering`` should apply to this variant's
+        embedding (0 turns it off); ``fit`` does not cluster, :attr:`clustering_kwargs` passes it on
+        and the CLI does so for you.
+    spatial_neighbors
+        Spatial neighbours per cell (within its slice) of that prior.
     celltype_key
         ``obs`` column of cell types; None reads what pp recorded (``uns['CN_params']``) or finds
         the column matching ``uns['CN_order']``.
@@ -246,7 +248,7 @@ class ModelConfig(_Serialisable):
     hidden_size
         Shared-encoder widths; the last is the embedding width.
     n_neighbors
-        KNN neighbours per cell in each view's feature graph (the reference's ``k_cutoff_graph``).
+        kNN neighbours per cell in each view's feature graph (the reference's ``k_cutoff_graph``).
     mik
         Nearest neighbours per view used as positives of the mutual-information loss.
     dropout

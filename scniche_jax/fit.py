@@ -45,13 +45,81 @@ def fit(adata: ad.AnnData, *, views: Optional[Sequence[str]] = None,
         Cells with the view matrices in ``obsm`` (see :mod:`scniche_jax.pp`), or a
         ``spatialdata.SpatialData`` whose table ``table_key`` holds them (the embedding is written
         into that table).
-    views, hidden_size_v, hidden_size, n_neighbors, mik, dropout, deterministic_embedding, gre_semantics, variant, improved_options, seed
-        The model (:class:`Model`); ``variant='improved'`` trains on views it computes from what pp
-        stored and writes a read-out, spatially smoothed embedding
-        (:class:`~scniche_jax.config.ImprovedOptions`). ``k_graph`` is the deprecated name of
-        ``n_neighbors``.
-    epochs, lr, lr_patience, lr_factor, min_lr, patience, min_delta, restore_best, ari_every, ari_k, ari_stop_threshold, ari_stop_patience, batch_num, cells_per_batch, precision, block_size, memory_limit, devices, checkpoint_every, progress
-        Training (:meth:`Model.train`); ``epochs`` counts from the start, also when resuming.
+    views
+        ``obsm`` keys of the views; ``('X_cn_norm', 'X_data', 'X_data_nbr')`` when None.
+    hidden_size_v
+        View-encoder widths.
+    hidden_size
+        Shared-encoder widths; the last is the embedding width.
+    n_neighbors
+        kNN neighbours per cell in each view's feature graph (was ``k_graph``).
+    mik
+        Nearest neighbours per view used as positive pairs of the MI loss.
+    dropout
+        Dropout rate while training (the reference's 0.1, always on).
+    deterministic_embedding
+        Embed with dropout off (default); False reproduces the reference's random final embedding.
+    gre_semantics
+        ``'gpu'`` reports ``loss_gre`` with R, ``'cpu'`` with R + Rᵀ.
+    variant
+        ``'reference'`` (the model exactly as the reference computes it) or ``'improved'`` (better
+        niches: views, consensus graph, readout and smoothing of
+        :class:`~scniche_jax.config.ImprovedOptions`, computed from what pp stored; leave ``views``
+        unset).
+    improved_options
+        The improved variant's options (None: its defaults).
+    seed
+        Seed of every random choice (initialisation, dropout, negatives, probes).
+    epochs
+        Number of epochs, counted from the start (also when resuming).
+    lr
+        Adam's learning rate.
+    lr_patience
+        Cut the LR by ``lr_factor`` once the epoch loss has not improved for more than this many
+        epochs (PyTorch ``ReduceLROnPlateau``); None keeps it fixed, as the original ``Runner``.
+    lr_factor
+        The cut, in (0, 1).
+    min_lr
+        The floor of the LR, in [0, lr].
+    patience
+        Stop when the epoch loss has not improved by more than ``min_delta`` for this many epochs
+        (None: never).
+    min_delta
+        The improvement that counts, >= 0.
+    restore_best
+        Embed with the best-loss parameters.
+    ari_every
+        Every this many epochs, KMeans (``ari_k`` clusters) on the embedding and its ARI against the
+        previous probe (None: no probe).
+    ari_k
+        Clusters of the probe, >= 2.
+    ari_stop_threshold
+        Stop once ``ari_stop_patience`` probes in a row reach it (needs ``ari_every``).
+    ari_stop_patience
+        Probes in a row needed.
+    batch_num
+        None trains on the full graph; an integer splits the cells into that many equal batches
+        exactly as the reference does; ``'auto'`` aims at ``cells_per_batch`` cells per batch (about
+        1000 on a CPU, 5000 on a GPU).
+    cells_per_batch
+        The target of ``batch_num='auto'`` (None: the platform's default).
+    precision
+        ``'bf16'`` (bf16 operands, fp32 accumulation in the B² loss matmuls), ``'fp32'``, or
+        ``'auto'``: fp32 on a CPU, bf16 on an accelerator (:func:`resolve_precision`; a CPU has no
+        faster bf16 path for these thin matmuls and spends time converting).
+    block_size
+        Rows per block of the B² loss and of the fusion network; on a CPU the loss takes fewer rows
+        where a block would exceed about 2^20 entries (:func:`scniche_jax.step.loss_block_size`; the
+        memory check keeps ``block_size``, an over-estimate there).
+    memory_limit
+        Bytes one device may use; None takes 90 % of what is free.
+    devices
+        Train data-parallel on these devices (e.g. ``jax.devices()``), one batch per device per step
+        with averaged gradients; ``batch_num`` a multiple of their count.
+    checkpoint_every
+        Epochs between checkpoints.
+    progress
+        Show progress bars.
     key_added
         ``obsm`` key of the embedding.
     checkpoint_dir

@@ -14,9 +14,10 @@ class EarlyStop:
 
     Attributes
     ----------
-    best_epoch, best_loss
-        The epoch (1-based, over all calls) with the lowest loss, and that loss (None before any
-        epoch).
+    best_epoch
+        The epoch (1-based, over all calls) with the lowest loss (None before any epoch).
+    best_loss
+        That lowest loss (None before any epoch).
     stopped_epoch
         Epochs run in all when training stopped.
     stopped_by

@@ -82,7 +82,7 @@ class Model:
     hidden_size
         Shared-encoder widths; the last is the embedding width.
     n_neighbors
-        KNN neighbours per cell in each view's feature graph (was ``k_graph``).
+        kNN neighbours per cell in each view's feature graph (was ``k_graph``).
     mik
         Nearest neighbours per view used as positive pairs of the MI loss.
     dropout
@@ -109,8 +109,10 @@ class Model:
         View widths and graph size, known after the first ``train``.
     params
         The MGAE parameters the embedding uses (the best-loss ones with ``restore_best``).
-    gfn_params, discriminator_params
-        The frozen fusion network and discriminator.
+    gfn_params
+        The parameters of the frozen graph fusion network.
+    discriminator_params
+        The parameters of the frozen discriminator.
     history
         A :class:`~scniche_jax.history.History` of every epoch.
 
@@ -218,14 +220,48 @@ class Model:
             ``table_key`` holds them; not modified.
         epochs
             Most epochs of this call.
-        lr, lr_patience, lr_factor, min_lr
-            Adam's learning rate and the plateau schedule (see
-            :class:`~scniche_jax.config.OptimizerConfig`).
-        patience, min_delta, restore_best, ari_every, ari_k, ari_stop_threshold, ari_stop_patience
-            Stopping (see :class:`~scniche_jax.config.StoppingConfig`).
-        batch_num, cells_per_batch, precision, block_size, memory_limit
-            The batch layout (see :class:`~scniche_jax.config.BatchConfig`); a continued run must keep
-            the graph size of the first.
+        lr
+            Adam's learning rate.
+        lr_patience
+            Cut the LR by ``lr_factor`` once the epoch loss has not improved for more than this many
+            epochs (PyTorch ``ReduceLROnPlateau``); None keeps it fixed, as the original ``Runner``.
+        lr_factor
+            The cut, in (0, 1).
+        min_lr
+            The floor of the LR, in [0, lr].
+        patience
+            Stop when the epoch loss has not improved by more than ``min_delta`` for this many
+            epochs (None: never).
+        min_delta
+            The improvement that counts, >= 0.
+        restore_best
+            Embed with the best-loss parameters.
+        ari_every
+            Every this many epochs, KMeans (``ari_k`` clusters) on the embedding and its ARI against
+            the previous probe (None: no probe).
+        ari_k
+            Clusters of the probe, >= 2.
+        ari_stop_threshold
+            Stop once ``ari_stop_patience`` probes in a row reach it (needs ``ari_every``).
+        ari_stop_patience
+            Probes in a row needed.
+        batch_num
+            None trains on the full graph; an integer splits the cells into that many equal batches
+            exactly as the reference does; ``'auto'`` aims at ``cells_per_batch`` cells per batch
+            (about 1000 on a CPU, 5000 on a GPU).
+        cells_per_batch
+            The target of ``batch_num='auto'`` (None: the platform's default).
+        precision
+            ``'bf16'`` (bf16 operands, fp32 accumulation in the B² loss matmuls), ``'fp32'``, or
+            ``'auto'``: fp32 on a CPU, bf16 on an accelerator (:func:`resolve_precision`; a CPU has
+            no faster bf16 path for these thin matmuls and spends time converting).
+        block_size
+            Rows per block of the B² loss and of the fusion network; on a CPU the loss takes fewer
+            rows where a block would exceed about 2^20 entries
+            (:func:`scniche_jax.step.loss_block_size`; the memory check keeps ``block_size``, an
+            over-estimate there).
+        memory_limit
+            Bytes one device may use; None takes 90 % of what is free.
         devices
             Train data-parallel on these devices (e.g. ``jax.devices()``), one batch per device per step
             with averaged gradients; ``batch_num`` a multiple of their count.

@@ -245,10 +245,13 @@ def cal_spatial_exp(adata: Any, layer_key: Optional[str] = None, is_pca: bool = 
         Reduce each of the two matrices with its own PCA.
     n_comps
         PCA components.
-    mode, rad_cutoff, n_neighbors
-        As in :func:`cal_spatial_neighbors`; KNN mode averages the ``n_neighbors`` nearest other
-        cells, radius mode every cell within the radius (itself included). ``k_cutoff`` is the
-        deprecated name of ``n_neighbors``.
+    mode
+        ``'KNN'`` (the ``n_neighbors`` nearest other cells) or ``'radius'`` (every cell within
+        ``rad_cutoff``, itself included).
+    rad_cutoff
+        Radius in coordinate units (radius mode).
+    n_neighbors
+        Neighbours averaged per cell in KNN mode (``k_cutoff`` is the deprecated name).
     verbose
         Log progress at INFO level.
     seed
@@ -330,10 +333,31 @@ def process_multi_slices(adata: Any, celltype_key: str = "Cell_type", sample_key
     adata
         Cells of several slices; ``obs[sample_key]`` names each cell's slice. Or a
         ``spatialdata.SpatialData`` (its table ``table_key``).
-    celltype_key, mode, rad_cutoff, n_neighbors, layer_key, is_pca, n_comps, seed, use_graph, spatial_key
-        As in :func:`cal_spatial_neighbors` and :func:`cal_spatial_exp` (PCA runs per slice, like
-        the reference; a ``use_graph`` graph is cut per slice). ``k_cutoff`` and ``random_state``
-        are the deprecated names of ``n_neighbors`` and ``seed``.
+    celltype_key
+        ``obs`` column of cell types.
+    mode
+        ``'KNN'`` (the ``n_neighbors`` nearest other cells) or ``'radius'`` (every cell within
+        ``rad_cutoff``, itself included).
+    rad_cutoff
+        Radius in coordinate units (radius mode).
+    n_neighbors
+        Neighbours averaged per cell in KNN mode (``k_cutoff`` is the deprecated name).
+    layer_key
+        Expression source: ``obsm[layer_key]`` (as the reference) or ``layers[layer_key]``;
+        ``adata.X`` when None.
+    is_pca
+        Reduce each of the two matrices with its own PCA.
+    n_comps
+        PCA components (PCA runs per slice, like the reference).
+    seed
+        Seed of PCA's randomized solver (the reference used numpy's global seed; ``random_state`` is
+        the deprecated name).
+    use_graph
+        Neighbours from a precomputed graph instead of ``mode``: True for squidpy's
+        ``obsp['spatial_connectivities']`` (``squidpy.gr.spatial_neighbors``) or any ``obsp`` key;
+        each cell counts itself and its graph neighbours. The graph is cut per slice.
+    spatial_key
+        ``obsm`` key of the coordinates.
     sample_key
         ``obs`` column of slice ids.
     verbose

@@ -48,14 +48,19 @@ def clustering(adata: Any, n_niches: Optional[int] = None, method: str = "kmeans
     method
         ``'kmeans'`` (scikit-learn, ``seed=123``, ``n_init=10`` like the reference on scikit-learn
         1.3) or ``'leiden'`` (needs the ``leiden`` extra).
-    resolution, n_neighbors
-        Leiden resolution and neighbour count (``n_neighbor`` is the deprecated name).
+    resolution
+        Leiden resolution.
+    n_neighbors
+        Neighbours per cell of Leiden's kNN graph on the embedding (``n_neighbor`` is the deprecated
+        name).
     use_rep
         ``obsm`` key of the embedding.
     key_added
         ``obs`` column written (``add_key`` is the deprecated name).
-    seed, n_init
-        KMeans seed (``random_state`` is the deprecated name) and restarts.
+    seed
+        KMeans seed (``random_state`` is the deprecated name).
+    n_init
+        KMeans restarts (10, like the reference on scikit-learn 1.3).
     spatial_prior
         Weight of a spatial Potts prior on the labels (0, the default: none). Above 0 the clusters
         are refined so that a cell between niches in ``use_rep`` takes the niche most of its spatial
