@@ -60,6 +60,8 @@ MUTATIONS = [
              "(jnp.arange(g.senders.shape[-1]) < g.n_edge[0])", "(jnp.arange(g.senders.shape[-1]) >= 0)"),
     Mutation("edge logits summed as a tree instead of in index order", "scniche_jax/losses.py",
              "x = rowwise_dot(z[s], z_receivers)", "x = jnp.sum(z[s] * z_receivers, axis=1)"),
+    Mutation("index-order dot product replaced by XLA's reduction", "scniche_jax/losses.py",
+             "total = a[:, 0] * b[:, 0]", "return jnp.sum(a * b, axis=1)"),
     Mutation("GraphConv normalised by in-degree instead of out-degree", "scniche_jax/graphs.py",
              "return (out_deg[senders] ** -0.5", "return (in_deg[senders] ** -0.5"),
     Mutation("dense loss counts the padding rows of its last block", "scniche_jax/losses.py",

@@ -211,3 +211,30 @@ def test_edge_logits_are_summed_in_index_order():
         got.append(-float(value(z, senders, receivers, mask, jnp.float32(1.0))))
     assert np.mean(expected != _index_order_sum(a[:, ::-1], b[:, ::-1])) > 0.2
     np.testing.assert_array_equal(np.array(got, np.float32), expected)
+
+
+def _primitives(jaxpr) -> list:
+    """Every equation of a jaxpr, inside scans and other sub-jaxprs too."""
+    found = []
+    for eqn in jaxpr.eqns:
+        found.append(eqn)
+        for value in eqn.params.values():
+            for sub in (value if isinstance(value, (list, tuple)) else [value]):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    found.extend(_primitives(inner))
+    return found
+
+
+def test_edge_term_forms_its_logits_with_rowwise_dot():
+    """The edge term's logits come from :func:`rowwise_dot`, never from a reduction over the
+    feature axis, whose order XLA chooses per CPU and per fusion: in the jaxpr, no reduce_sum
+    runs over axis 1 of a (edges, d) array (the only reduce_sum left sums over the edges)."""
+    z = jnp.ones((8, 10), jnp.float32)
+    edges = jnp.arange(6, dtype=jnp.int32)
+    jaxpr = jax.make_jaxpr(edge_correction_sum)(z, edges, edges + 1, jnp.ones(6, jnp.float32), jnp.float32(2.0))
+    sums = [e for e in _primitives(jaxpr.jaxpr) if e.primitive.name == "reduce_sum"]
+    assert sums, "the edge term sums over its edges somewhere"
+    assert all(tuple(e.params["axes"]) == (0,) for e in sums), [e.params["axes"] for e in sums]
+    adds = [e for e in _primitives(jaxpr.jaxpr) if e.primitive.name == "add"]
+    assert len(adds) >= z.shape[1] - 1          # the index-order sum: one add per feature after the first
