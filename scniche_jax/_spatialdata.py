@@ -47,6 +47,16 @@ def resolve_table(data: Any, table_key: Optional[str] = None) -> ad.AnnData:
     raise TypeError(f"expected an anndata.AnnData or a spatialdata.SpatialData, got {type(data).__name__}.")
 
 
+def table_name(source: Any, table: ad.AnnData) -> str:
+    """How messages name ``table``: ``'adata'``, or ``"sdata.tables['<key>']"`` for a SpatialData's table."""
+    if source is None or source is table or not is_spatialdata(source):
+        return "adata"
+    for key, candidate in source.tables.items():
+        if candidate is table:
+            return f"sdata.tables[{key!r}]"
+    return "the SpatialData's table"
+
+
 def replace_table(data: Any, table_key: Optional[str], table: ad.AnnData) -> None:
     """Puts a new table into a SpatialData (for tools that build a new AnnData)."""
     data.tables[DEFAULT_TABLE_KEY if table_key is None else table_key] = table

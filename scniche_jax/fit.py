@@ -9,6 +9,7 @@ import anndata as ad
 import jax
 
 from . import persistence
+from . import validation as val
 from ._deprecation import renamed_kwargs
 from ._spatialdata import resolve_table
 from .config import ImprovedOptions, ModelConfig
@@ -156,6 +157,8 @@ def fit(adata: ad.AnnData, *, views: Optional[Sequence[str]] = None,
     True
     """
     adata = resolve_table(adata, table_key)
+    val.check_not_empty(adata)
+    epochs = val.check_positive_int(epochs, "epochs")
     if not isinstance(key_added, str) or not key_added:
         raise ValueError(f"key_added must be a non-empty string, got {key_added!r}.")
     model_options = dict(views=views, hidden_size_v=hidden_size_v, hidden_size=hidden_size, n_neighbors=n_neighbors,

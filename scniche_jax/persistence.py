@@ -4,7 +4,9 @@ A model folder (``Model.save``) holds
 
 - ``config.json``: the configuration (``format``, then one entry per config class);
 - ``model.pt``: the reference's torch layout, complete (it alone carries the frozen fusion
-  network, the largest array: n × n/2 twice);
+  network, the largest array: n × n/2 twice); ``Model.save(..., torch_format=False)`` skips
+  it (``config.json`` then says ``"torch_file": false``) and the fusion network is rebuilt
+  from the seed on load;
 - ``state/``: an Orbax checkpoint of everything else, bit-exact (parameters, Adam state with
   its learning rate, the discriminator, the best-loss parameters, the probe's labels) plus
   the history and the host loop's state as JSON;
@@ -201,7 +203,7 @@ def _restore_step(directory: Path, step: Optional[int] = None) -> tuple[int, dic
 # --- the model folder -------------------------------------------------------------------
 
 def save_model_folder(path: Path, config: dict, state: dict[str, Any], meta: dict[str, Any],
-                      write_torch: Callable[[Path], None], results=None, overwrite: bool = False) -> None:
+                      write_torch: Optional[Callable[[Path], None]], results=None, overwrite: bool = False) -> None:
     """Writes a model folder (see the module docstring) atomically.
 
     Args:
@@ -209,13 +211,14 @@ def save_model_folder(path: Path, config: dict, state: dict[str, Any], meta: dic
       config: the ``config.json`` content.
       state: arrays for ``state/`` (nested dicts of arrays).
       meta: JSON for ``state/`` (history, host loop state).
-      write_torch: writes ``model.pt`` at the path it is given.
+      write_torch: writes ``model.pt`` at the path it is given; None writes none.
       results: an AnnData written as ``adata.h5ad``, or None.
       overwrite: replace an existing non-empty folder.
     """
     def build(tmp: Path) -> None:
         _save_step(tmp / STATE_DIR, 0, to_numpy_tree(state), meta, max_to_keep=1)
-        write_torch(tmp / TORCH_FILE)
+        if write_torch is not None:
+            write_torch(tmp / TORCH_FILE)
         (tmp / CONFIG_FILE).write_text(json.dumps({"format": FORMAT_VERSION, **config}, indent=1))
         if results is not None:
             results.write_h5ad(tmp / RESULTS_FILE)
@@ -224,11 +227,24 @@ def save_model_folder(path: Path, config: dict, state: dict[str, Any], meta: dic
 
 
 def folder_kind(path: Path) -> str:
-    """``'model'``, ``'checkpoints'`` or ``'torch'`` (a folder with only ``model.pt``)."""
+    """``'model'``, ``'checkpoints'`` or ``'torch'`` (a folder with only ``model.pt``).
+
+    A folder with the ``config.json`` of a saved model but without ``state/`` is incomplete and
+    refused, naming the missing part.
+    """
     if (path / STATE_DIR).is_dir():
+        if not (path / CONFIG_FILE).is_file():
+            raise ValueError(f"the model folder {str(path)!r} lacks {CONFIG_FILE}; the folder is incomplete: save the "
+                             "model there again.")
         return "model"
     if (path / STEPS_DIR).is_dir():
         return "checkpoints"
+    if (path / CONFIG_FILE).is_file() and not (path / FUSION_FILE).is_file():
+        what = f"{TORCH_FILE} and {CONFIG_FILE}" if (path / TORCH_FILE).is_file() else CONFIG_FILE
+        raise ValueError(f"the model folder {str(path)!r} has {what} but lacks {STATE_DIR}/ (the trained parameters, "
+                         f"optimizer state and history); the folder is incomplete: save the model there again"
+                         + (f", or load {str(path / TORCH_FILE)!r} on its own (the reference's file, without the "
+                            "optimizer state and history)." if (path / TORCH_FILE).is_file() else "."))
     if (path / TORCH_FILE).is_file():
         return "torch"
     raise ValueError(f"{str(path)!r} holds neither a saved model (state/, model.pt) nor training checkpoints "

@@ -11,6 +11,7 @@ replace the kNN/radius neighbours (``use_graph=``).
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any, Optional, Sequence, Union
 
 import anndata as ad
@@ -86,6 +87,19 @@ def spatial_neighbour_matrix(coords: np.ndarray, mode: str, n_neighbors: int, ra
     return graph
 
 
+def _check_celltypes(adata, celltype_key: str) -> list:
+    """The cell-type column: labels (not floats), none missing; warns for one type; returns the types."""
+    val.check_labels(adata, celltype_key, "cell-type column")
+    order = list(pd.unique(adata.obs[celltype_key].astype(object)))
+    if len(order) < 2:
+        warnings.warn(
+            f"adata.obs[{celltype_key!r}] holds one cell type ({order[0]!r}) for all {adata.n_obs} cells, so every "
+            "cell's neighbourhood composition (X_cn_norm) is the same and carries no niche information; pass the "
+            "column of cell types or clusters (celltype_key=...), or ignore this if only expression should count.",
+            UserWarning, stacklevel=4)
+    return order
+
+
 def _cell_type_codes(adata, celltype_key: str, celltype_order: Optional[Sequence]) -> tuple[np.ndarray, list]:
     val.check_obs_key(adata, celltype_key, "cell-type column")
     labels = adata.obs[celltype_key]
@@ -93,6 +107,7 @@ def _cell_type_codes(adata, celltype_key: str, celltype_order: Optional[Sequence
         raise ValueError(f"adata.obs[{celltype_key!r}] has {int(labels.isna().sum())} missing labels; "
                          "label or drop those cells.")
     if celltype_order is None:
+        _check_celltypes(adata, celltype_key)
         celltype_order = sorted(pd.unique(labels.astype(object)))
     order = list(celltype_order)
     codes = pd.Categorical(labels.astype(object), categories=order).codes
@@ -120,13 +135,16 @@ def _checked_neighbourhood_inputs(adata, table_key, key_added, use_graph, spatia
                                   rad_cutoff):
     """The checks both neighbourhood functions run first: ``(adata, key_added, graph_key, coords,
     mode, graph)``, with ``coords``/``mode`` set for a computed graph and ``graph`` for a given one."""
+    source = adata
     adata = resolve_table(adata, table_key)
+    val.check_not_empty(adata)
     val.check_unique_obs_names(adata)
     key_added = _check_key_added(key_added)
     graph_key = _graph_key(use_graph)
     coords = graph = None
     if graph_key is None:
-        coords = val.spatial_coordinates(adata, spatial_key)
+        coords = val.spatial_coordinates(adata, spatial_key, source)
+        val.check_spread(coords, "adata")
         mode = _check_mode(mode, n_neighbors, rad_cutoff, adata.n_obs, "adata")
     else:
         graph = _checked_graph(adata, graph_key)
@@ -214,13 +232,16 @@ def cal_spatial_neighbors(adata: Any, celltype_key: str = "Cell_type",
     return adata if copy else None
 
 
-def _expression(adata, layer_key: Optional[str]) -> np.ndarray:
+def _expression_source(adata, layer_key: Optional[str]) -> tuple[Any, str]:
+    """``(matrix, its name)`` of the expression ``layer_key`` names."""
     if layer_key is None:
-        return val.dense_float_matrix(adata.X, "adata.X", adata.n_obs)
+        if adata.X is None:
+            raise ValueError("adata.X is empty (None); store the expression in adata.X or pass layer_key=...")
+        return adata.X, "adata.X"
     if layer_key in adata.obsm:
-        return val.dense_float_matrix(adata.obsm[layer_key], f"adata.obsm[{layer_key!r}]", adata.n_obs)
+        return adata.obsm[layer_key], f"adata.obsm[{layer_key!r}]"
     if layer_key in adata.layers:
-        return val.dense_float_matrix(adata.layers[layer_key], f"adata.layers[{layer_key!r}]", adata.n_obs)
+        return adata.layers[layer_key], f"adata.layers[{layer_key!r}]"
     raise ValueError(f"layer_key {layer_key!r} is neither in adata.obsm ({sorted(adata.obsm.keys())}) "
                      f"nor in adata.layers ({sorted(adata.layers.keys())}); pass an existing key or None for adata.X.")
 
@@ -286,7 +307,10 @@ def cal_spatial_exp(adata: Any, layer_key: Optional[str] = None, is_pca: bool = 
     """
     adata, key_added, graph_key, coords, mode, graph = _checked_neighbourhood_inputs(
         adata, table_key, key_added, use_graph, spatial_key, mode, n_neighbors, rad_cutoff)
-    data = _expression(adata, layer_key)
+    source, name = _expression_source(adata, layer_key)
+    data = val.dense_float_matrix(source, name, adata.n_obs)
+    counts_like = val.warn_raw_counts(source, name) if name == "adata.X" or name.startswith("adata.layers") \
+        else val.looks_like_counts(source)
     if is_pca:
         n_comps = val.check_positive_int(n_comps, "n_comps")
         limit = min(data.shape)
@@ -316,7 +340,18 @@ def cal_spatial_exp(adata: Any, layer_key: Optional[str] = None, is_pca: bool = 
         data_nbr = PCA(n_components=n_comps, random_state=seed).fit_transform(data_nbr)
     adata.obsm[key_added] = data
     adata.obsm[f"{key_added}_nbr"] = data_nbr
+    adata.uns[_params_key(key_added)] = _expression_params(adata, name, layer_key, is_pca, n_comps, counts_like)
     return adata if copy else None
+
+
+def _expression_params(adata, name: str, layer_key, is_pca: bool, n_comps: int, counts_like: bool) -> dict:
+    """What the expression views were computed from; a saved model keeps it and ``embed`` checks new data."""
+    params = {"source": name, "is_pca": bool(is_pca), "normalisation": "raw counts" if counts_like else "normalised"}
+    if is_pca:  # h5ad cannot store None
+        params["n_comps"] = int(n_comps)
+    if not name.startswith("adata.obsm"):  # the columns are genes
+        params["genes"] = [str(g) for g in adata.var_names]
+    return params
 
 
 @renamed_kwargs(k_cutoff="n_neighbors", random_state="seed")
@@ -386,14 +421,21 @@ def process_multi_slices(adata: Any, celltype_key: str = "Cell_type", sample_key
     """
     source = adata
     adata = resolve_table(adata, table_key)
-    val.check_obs_key(adata, sample_key, "sample column")
-    val.check_obs_key(adata, celltype_key, "cell-type column")
+    val.check_not_empty(adata)
+    val.check_labels(adata, sample_key, "sample column")
+    _check_celltypes(adata, celltype_key)
     graph_key = _graph_key(use_graph)
+    coords = None
     if graph_key is None:
-        val.spatial_coordinates(adata, spatial_key)
+        coords = val.spatial_coordinates(adata, spatial_key, source)
     else:
         _checked_graph(adata, graph_key)
     val.check_unique_obs_names(adata)
+    expression, name = _expression_source(adata, layer_key)
+    val.dense_float_matrix(expression[:1], name)
+    counts_like = val.warn_raw_counts(expression, name) if not name.startswith("adata.obsm") else False
+    if is_pca:
+        n_comps = val.check_positive_int(n_comps, "n_comps")
     order = sorted(pd.unique(adata.obs[celltype_key].astype(object)))
     samples = sorted(pd.unique(adata.obs[sample_key].astype(object)))
     parts = []
@@ -402,6 +444,11 @@ def process_multi_slices(adata: Any, celltype_key: str = "Cell_type", sample_key
         what = f"slice {sample!r}"
         if graph_key is None and isinstance(mode, str) and mode.lower() == "knn":
             val.check_enough_cells(int(mask.sum()), val.check_positive_int(n_neighbors, "n_neighbors"), what)
+        if coords is not None:
+            val.check_spread(coords[mask], what)
+        if is_pca and n_comps > min(int(mask.sum()), expression.shape[1]):
+            raise ValueError(f"n_comps={n_comps} exceeds min(n_cells, n_features) = "
+                             f"{min(int(mask.sum()), expression.shape[1])} of {what}; choose a smaller n_comps.")
         parts.append(adata[mask].copy())
     for part, sample in zip(parts, samples):
         if verbose:
@@ -409,8 +456,11 @@ def process_multi_slices(adata: Any, celltype_key: str = "Cell_type", sample_key
         common = dict(mode=mode, rad_cutoff=rad_cutoff, n_neighbors=n_neighbors, verbose=False,
                       use_graph=use_graph, spatial_key=spatial_key)
         cal_spatial_neighbors(part, celltype_key, order, **common)
-        cal_spatial_exp(part, layer_key, is_pca, n_comps, seed=seed, **common)
+        with warnings.catch_warnings():  # said once above, for the whole AnnData
+            warnings.simplefilter("ignore", val.RawCountsWarning)
+            cal_spatial_exp(part, layer_key, is_pca, n_comps, seed=seed, **common)
     out = ad.concat(parts, merge="same")
+    out.uns[_params_key("X_data")] = _expression_params(adata, name, layer_key, is_pca, n_comps, counts_like)
     out.obsm["X_cn"] = np.nan_to_num(out.obsm["X_cn"])
     out.obsm["X_cn_norm"] = np.nan_to_num(out.obsm["X_cn_norm"])
     out.uns["CN_order"] = order

@@ -107,15 +107,18 @@ def clustering(adata: Any, n_niches: Optional[int] = None, method: str = "kmeans
     method = method.lower()
     if not isinstance(key_added, str) or not key_added:
         raise ValueError(f"key_added must be a non-empty string, got {key_added!r}.")
+    val.check_not_empty(adata)
     val.check_obsm_key(adata, use_rep, "Run scniche_jax.fit(adata) first or pass use_rep=...")
     x = val.dense_float_matrix(adata.obsm[use_rep], f"adata.obsm[{use_rep!r}]", adata.n_obs)
     prior = _spatial_prior_inputs(adata, spatial_prior, spatial_neighbors, spatial_key, sample_key)
     if method == "kmeans":
         if n_niches is None:
-            raise ValueError("method='kmeans' needs n_niches (formerly target_k), the number of niches.")
+            raise ValueError("method='kmeans' needs n_niches (formerly target_k), the number of niches; "
+                             "sj.tl.cluster_stability(adata) chooses one.")
         n_niches = val.check_positive_int(n_niches, "n_niches")
         if n_niches > adata.n_obs:
             raise ValueError(f"n_niches={n_niches} exceeds the {adata.n_obs} cells; choose n_niches <= {adata.n_obs}.")
+        _check_distinct(x, n_niches, use_rep)
         labels = kmeans_labels(x, n_niches, seed, n_init)
     else:
         n_neighbors = val.check_positive_int(n_neighbors, "n_neighbors")
@@ -130,6 +133,16 @@ def clustering(adata: Any, n_niches: Optional[int] = None, method: str = "kmeans
     adata = adata.copy() if copy else adata
     adata.obs[key_added] = pd.Categorical([f"Niche{i}" for i in labels], categories=categories, ordered=True)
     return adata if copy else None
+
+
+def _check_distinct(x, n_niches: int, use_rep: str, what: Optional[str] = None) -> None:
+    """KMeans cannot find more clusters than distinct points (sklearn then warns and returns fewer)."""
+    distinct = val.distinct_rows(x, at_most=n_niches)
+    if distinct < n_niches:
+        raise ValueError(
+            f"adata.obsm[{use_rep!r}] has only {distinct} distinct rows, fewer than {what or f'n_niches={n_niches}'}; "
+            f"choose fewer niches (at most {distinct}), or check the embedding (many identical rows: was it trained on these cells, "
+            "for enough epochs?).")
 
 
 def _spatial_prior_inputs(adata, spatial_prior, spatial_neighbors, spatial_key, sample_key):
@@ -214,7 +227,10 @@ def cluster_stability(adata: Any, n_niches: tuple[int, int] = (2, 12), use_rep: 
             or not all(isinstance(k, (int, np.integer)) for k in n_niches) or not 2 <= n_niches[0] <= n_niches[1]):
         raise ValueError(f"n_niches must be (smallest k, largest k) with 2 <= smallest <= largest, got {n_niches!r}.")
     if n_niches[1] + 1 > adata.n_obs:
-        raise ValueError(f"n_niches={tuple(n_niches)} needs at least {n_niches[1] + 1} cells, got {adata.n_obs}.")
+        raise ValueError(f"n_niches={tuple(n_niches)} needs at least {n_niches[1] + 1} cells, got {adata.n_obs}; "
+                         f"lower the largest k to at most {max(adata.n_obs - 1, 2)}.")
+    _check_distinct(x, n_niches[1] + 1, use_rep, f"the {n_niches[1] + 1} clusters n_niches={tuple(n_niches)} needs "
+                                                 "(the largest k + 1)")
     if key_added is not None and (not isinstance(key_added, str) or not key_added):
         raise ValueError(f"key_added must be None or a non-empty string, got {key_added!r}.")
     val.check_positive_int(max_runs, "max_runs", minimum=2)

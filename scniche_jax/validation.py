@@ -4,10 +4,14 @@ Every check raises ``ValueError`` naming the problem and the fix, before any wor
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+import logging
+import warnings
+from typing import Any, Iterable, Optional
 
 import numpy as np
 import scipy.sparse as sp
+
+log = logging.getLogger(__name__)
 
 
 def _listing(keys: Iterable[str]) -> str:
@@ -15,19 +19,26 @@ def _listing(keys: Iterable[str]) -> str:
     return ", ".join(repr(k) for k in keys) if keys else "none"
 
 
-def check_obs_key(adata, key: str, what: str = "column") -> None:
-    """``key`` must be a column of ``adata.obs``."""
+# the argument that names each kind of column, for "pass the right key (e.g. groupby=...)"
+_ARGUMENT_OF = {"niche column": "groupby", "cell-type column": "celltype_key", "sample column": "sample_key",
+                "slice column": "sample_key", "label column": "key", "condition column": "condition_key"}
+
+
+def check_obs_key(adata, key: str, what: str = "column", arg: Optional[str] = None) -> None:
+    """``key`` must be a column of ``adata.obs``; ``arg`` is the argument that named it (the message says
+    which one to change), by default the usual one for ``what``."""
     if key not in adata.obs.columns:
+        arg = arg or _ARGUMENT_OF.get(what, "key")
         raise ValueError(
             f"adata.obs has no {what} {key!r}; available obs columns: {_listing(adata.obs.columns)}. "
-            f"Pass the right key (e.g. celltype_key=...).")
+            f"Pass the right column name ({arg}=...).")
 
 
-def check_obsm_key(adata, key: str, hint: str = "") -> None:
-    """``key`` must be in ``adata.obsm``."""
+def check_obsm_key(adata, key: str, hint: str = "", name: str = "adata") -> None:
+    """``key`` must be in ``adata.obsm``; ``name`` is what the user calls ``adata`` (a SpatialData's table)."""
     if key not in adata.obsm:
         raise ValueError(
-            f"adata.obsm has no {key!r}; available obsm keys: {_listing(adata.obsm.keys())}. "
+            f"{name}.obsm has no {key!r}; available obsm keys: {_listing(adata.obsm.keys())}. "
             + (hint or "Compute it first or pass another key."))
 
 
@@ -60,21 +71,95 @@ def dense_float_matrix(value: Any, name: str, n_rows: int | None = None) -> np.n
     return arr
 
 
-def spatial_coordinates(adata, key: str = "spatial") -> np.ndarray:
-    """The first two columns of ``adata.obsm[key]`` as float64, checked."""
-    check_obsm_key(adata, key, "Store the cell centroids as an (n_cells, 2) array in adata.obsm['spatial'].")
-    coords = dense_float_matrix(adata.obsm[key], f"adata.obsm[{key!r}]", adata.n_obs)
+def spatial_coordinates(adata, key: str = "spatial", source: Any = None) -> np.ndarray:
+    """The first two columns of ``adata.obsm[key]`` as float64, checked.
+
+    ``source`` is what the user passed (a SpatialData whose table ``adata`` is): the messages
+    then name that table, and its shapes elements where the coordinates may sit.
+    """
+    from ._spatialdata import table_name
+
+    name, hint = table_name(source, adata), ""
+    if key not in adata.obsm and name != "adata":
+        shapes = list(getattr(source, "shapes", {}).keys())
+        where = f"; the SpatialData holds them in shapes {shapes}" if shapes else ""
+        hint = (f"The cells' coordinates must be in the table{where}: put the cell centroids, in the table's cell "
+                f"order, into {name}.obsm[{key!r}] (e.g. from spatialdata.get_centroids(sdata[{(shapes or ['cells'])[0]!r}])), "
+                "or pass spatial_key=... naming them.")
+    check_obsm_key(adata, key, hint or "Store the cell centroids as an (n_cells, 2) array in "
+                   "adata.obsm['spatial'] (or pass spatial_key=...).", name)
+    coords = dense_float_matrix(adata.obsm[key], f"{name}.obsm[{key!r}]", adata.n_obs)
     if coords.shape[1] < 2:
-        raise ValueError(f"adata.obsm[{key!r}] must have 2 columns (x, y), got shape {coords.shape}.")
+        raise ValueError(f"{name}.obsm[{key!r}] must have 2 columns (x, y), got shape {coords.shape}.")
     return np.ascontiguousarray(coords[:, :2], dtype=np.float64)
+
+
+def check_not_empty(adata, what: str = "adata", minimum: int = 2) -> None:
+    """At least ``minimum`` cells (an empty AnnData is usually a filter that removed every cell)."""
+    if adata.n_obs < minimum:
+        raise ValueError(
+            f"{what} has {adata.n_obs} cell{'s' if adata.n_obs != 1 else ''}; scniche_jax needs at least {minimum}. "
+            "Check the filter or subset that built it (e.g. adata[mask] with a mask that is all False).")
 
 
 def check_enough_cells(n_cells: int, k: int, what: str) -> None:
     """kNN with ``k`` neighbours plus the cell itself needs at least ``k + 1`` cells."""
+    if n_cells < 2:
+        raise ValueError(
+            f"{what} has {n_cells} cell{'s' if n_cells != 1 else ''}; spatial neighbourhoods need at least "
+            f"{what_k(k)}. Drop it (or merge it with another slice) before preprocessing.")
     if n_cells < k + 1:
         raise ValueError(
             f"{what} has {n_cells} cells, fewer than {what_k(k)}; lower the neighbour count to at most "
             f"{max(n_cells - 1, 0)} or use more cells.")
+
+
+def check_spread(coords: np.ndarray, what: str) -> None:
+    """The cells must not all sit at one point (coordinates of zeros, a constant column pasted twice)."""
+    if coords.shape[0] > 1 and not (np.ptp(coords[:, :2], axis=0) > 0).any():
+        raise ValueError(
+            f"all {coords.shape[0]} cells of {what} sit at one point {coords[0, :2].tolist()}, so they have no "
+            "spatial neighbourhoods; store the cells' x, y centroids in the coordinates (obsm['spatial']).")
+
+
+class RawCountsWarning(UserWarning):
+    """The expression looks like raw counts (non-negative integers), not normalised and log-transformed."""
+
+
+def looks_like_counts(value: Any) -> bool:
+    """Non-negative integer values with some above 1 (binary data is not counts); a sample of rows is checked."""
+    data = value.data if sp.issparse(value) else np.asarray(value)
+    data = np.asarray(data).ravel()
+    if data.size > 2_000_000:
+        data = data[:: data.size // 1_000_000]
+    if data.size == 0 or not np.issubdtype(data.dtype, np.number):
+        return False
+    data = data[np.isfinite(data)]
+    return bool(data.size and data.min() >= 0 and data.max() > 1 and np.all(data == np.round(data)))
+
+
+def warn_raw_counts(value: Any, name: str, stacklevel: int = 4) -> bool:
+    """Warns (:class:`RawCountsWarning`) when ``value`` looks like raw counts; returns whether it did."""
+    if not looks_like_counts(value):
+        return False
+    top = value.max() if sp.issparse(value) else np.nanmax(np.asarray(value))
+    warnings.warn(
+        f"{name} looks like raw counts (non-negative integers up to {float(top):g}); scNiche expects normalised, "
+        "log-transformed expression. Run sc.pp.normalize_total(adata) and sc.pp.log1p(adata) first "
+        "(the CLI: --normalize), or ignore this warning if the counts are meant.",
+        RawCountsWarning, stacklevel=stacklevel)
+    return True
+
+
+def distinct_rows(x: np.ndarray, at_most: Optional[int] = None) -> int:
+    """The number of distinct rows of ``x`` (exact; ``at_most`` stops counting early on large data)."""
+    x = np.ascontiguousarray(x)
+    if at_most is not None and x.shape[0] > 50_000:
+        sample = x[np.linspace(0, x.shape[0] - 1, 50_000).astype(np.int64)]
+        found = np.unique(sample.view(np.dtype((np.void, x.dtype.itemsize * x.shape[1]))).ravel()).size
+        if found >= at_most:
+            return found
+    return np.unique(x.view(np.dtype((np.void, x.dtype.itemsize * x.shape[1]))).ravel()).size
 
 
 def what_k(k: int) -> str:
@@ -93,12 +178,21 @@ def check_unique_obs_names(adata) -> None:
         raise ValueError(f"adata.obs_names are not unique (e.g. {dup}); call adata.obs_names_make_unique().")
 
 
-def check_categorical(adata, key: str, what: str = "niche column") -> None:
-    """``obs[key]`` must exist, be categorical and have no missing labels (as scanpy's ``groupby``)."""
+def check_categorical(adata, key: str, what: str = "niche column", arg: Optional[str] = None) -> None:
+    """``obs[key]`` must exist, be categorical and have no missing labels (as scanpy's ``groupby``).
+
+    A column of strings is converted to a categorical in place, as scanpy does
+    (``AnnData.strings_to_categoricals``); other dtypes are refused.
+    """
     import pandas as pd
 
-    check_obs_key(adata, key, what)
+    check_obs_key(adata, key, what, arg)
     col = adata.obs[key]
+    if not isinstance(col.dtype, pd.CategoricalDtype) and _is_strings(col):
+        check_no_missing(adata, key, what)
+        log.info("storing adata.obs[%r] as categorical", key)
+        adata.obs[key] = pd.Categorical(col)
+        col = adata.obs[key]
     if not isinstance(col.dtype, pd.CategoricalDtype):
         raise ValueError(
             f"adata.obs[{key!r}] ({what}) is not categorical (dtype {col.dtype}); convert it first: "
@@ -106,11 +200,21 @@ def check_categorical(adata, key: str, what: str = "niche column") -> None:
     check_no_missing(adata, key, what)
 
 
-def check_labels(adata, key: str, what: str = "column") -> None:
+def _is_strings(col) -> bool:
+    import pandas as pd
+
+    if pd.api.types.is_string_dtype(col) and col.dtype != object:
+        return True
+    if col.dtype != object:
+        return False
+    return all(isinstance(v, str) for v in col.dropna().head(1000))
+
+
+def check_labels(adata, key: str, what: str = "column", arg: Optional[str] = None) -> None:
     """``obs[key]`` must exist and hold discrete labels (categorical, strings, integers or booleans), none missing."""
     import pandas as pd
 
-    check_obs_key(adata, key, what)
+    check_obs_key(adata, key, what, arg)
     col = adata.obs[key]
     if not (isinstance(col.dtype, pd.CategoricalDtype) or col.dtype == object or pd.api.types.is_string_dtype(col)
             or pd.api.types.is_integer_dtype(col) or pd.api.types.is_bool_dtype(col)):

@@ -47,7 +47,8 @@ def test_save_load_roundtrip_is_bit_identical(trained, tmp_path):
     assert set(results.obsm) == {"X_scniche", "spatial"} and results.X is None and not results.uns
     config = json.loads((path / "config.json").read_text())
     assert config["model"]["views"] == list(model.config.views) and config["data"]["batch_size"] == 256
-    assert set(config) == {"format", "model", "data", "optimizer", "stopping", "batching"}
+    assert set(config) == {"format", "model", "data", "optimizer", "stopping", "batching", "preprocessing"}
+    assert config["preprocessing"]["genes"] == list(a.var_names) and loaded.preprocessing == model.preprocessing
 
 
 def test_model_pt_has_the_reference_keys_and_shapes(trained, tmp_path):
