@@ -25,6 +25,10 @@ def _read(path: str):
     import anndata as ad
 
     p = Path(path)
+    if p.is_dir():
+        raise CliError(f"input {path!r} is a folder, not an .h5ad file; pass the .h5ad file itself"
+                       + (" (for 'embed' the model folder comes first, then the .h5ad)" if any(p.glob("config.json"))
+                          else ""))
     if not p.is_file():
         raise CliError(f"input file {path!r} does not exist")
     try:
@@ -43,6 +47,74 @@ def _batch_num(value: str):
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {number}")
     return number
+
+
+def _probe_writable(folder: Path, what: str) -> None:
+    """Writes and removes a file in ``folder``: permissions, read-only mounts and quotas all show here."""
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".scniche-write-test-"):
+            pass
+    except OSError as err:
+        raise CliError(f"{what} cannot be written in {str(folder)!r} ({err.strerror or err}); choose a folder "
+                       "you can write to") from err
+
+
+def _check_out_folder(path: str, overwrite: bool) -> Path:
+    """``fit --out``: a folder that can be written and, without --overwrite, is new or empty."""
+    from .persistence import check_writable_dir
+
+    out = check_writable_dir(path, "--out")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise CliError(f"--out {str(path)!r} is not empty; pass --overwrite or choose another folder")
+    _probe_writable(out if out.is_dir() else out.parent, f"--out {str(path)!r}")
+    return out
+
+
+def _check_out_file(path: str, overwrite: bool) -> Path:
+    """``embed`` / ``cluster --out``: a writable .h5ad path that, without --overwrite, does not exist yet."""
+    p = Path(path).expanduser().resolve()
+    if p.is_dir():
+        raise CliError(f"--out {path!r} is a folder; pass the path of the .h5ad file to write")
+    if not p.parent.is_dir():
+        raise CliError(f"the folder of --out {path!r} does not exist")
+    if p.exists() and not overwrite:
+        raise CliError(f"--out {path!r} exists; pass --overwrite")
+    _probe_writable(p.parent, f"--out {path!r}")
+    return p
+
+
+def _check_k(adata, n_niches, n_niches_range) -> None:
+    """--n-niches / --n-niches-range against the number of cells (before any training)."""
+    if n_niches is not None:
+        if n_niches < 1:
+            raise CliError(f"--n-niches must be >= 1, got {n_niches}")
+        if n_niches > adata.n_obs:
+            raise CliError(f"--n-niches {n_niches} exceeds the {adata.n_obs} cells of the input; choose at most "
+                           f"{adata.n_obs}")
+    elif n_niches_range is not None and n_niches_range[1] + 1 > adata.n_obs:
+        raise CliError(f"--n-niches-range {n_niches_range[0]} {n_niches_range[1]} needs at least "
+                       f"{n_niches_range[1] + 1} cells, the input has {adata.n_obs}; lower MAX or pass --n-niches")
+
+
+def _check_range(args) -> None:
+    low, high = args.n_niches_range
+    if not 2 <= low <= high:
+        raise CliError(f"--n-niches-range must be MIN MAX with 2 <= MIN <= MAX, got {low} {high}")
+    if args.stability_max_cells < 0 or 0 < args.stability_max_cells <= args.n_niches_range[1]:
+        raise CliError(f"--stability-max-cells must be 0 (every cell) or more than the largest K searched "
+                       f"({args.n_niches_range[1]}), got {args.stability_max_cells}")
+
+
+def _choose_k(adata, args, use_rep: str = "X_scniche") -> int:
+    """K by the stability of KMeans over --n-niches-range, as ``fit`` does without --n-niches."""
+    import scniche_jax as sj
+
+    k = sj.tl.cluster_stability(adata, n_niches=tuple(args.n_niches_range), use_rep=use_rep, key_added="stability",
+                                max_cells=args.stability_max_cells or None)
+    del adata.uns["stability"]  # the results file keeps the niches, not the search
+    return int(k)
 
 
 def _preprocess(adata, args):
@@ -96,20 +168,14 @@ def cmd_fit(args) -> dict:
 
     import scniche_jax as sj
 
-    out = Path(args.out)
-    from .persistence import check_writable_dir
-
-    check_writable_dir(out, "--out")
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise CliError(f"--out {str(out)!r} is not empty; pass --overwrite or choose another folder")
-    low, high = args.n_niches_range
-    if not 2 <= low <= high:
-        raise CliError(f"--n-niches-range must be MIN MAX with 2 <= MIN <= MAX, got {low} {high}")
-    if args.stability_max_cells < 0 or 0 < args.stability_max_cells <= args.n_niches_range[1]:
-        raise CliError(f"--stability-max-cells must be 0 (every cell) or more than the largest K searched "
-                       f"({args.n_niches_range[1]}), got {args.stability_max_cells}")
+    out = _check_out_folder(args.out, args.overwrite)
+    _check_range(args)
+    if args.epochs < 1:
+        raise CliError(f"--epochs must be >= 1, got {args.epochs}")
     improved_options = _improved_options(args)
     adata = _read(args.input)
+    if not args.no_cluster:
+        _check_k(adata, args.n_niches, args.n_niches_range)
     adata = _preprocess(adata, args)
     start = time.perf_counter()
     model = sj.fit(adata, views=None if args.variant == "improved" else args.views, variant=args.variant,
@@ -121,9 +187,7 @@ def cmd_fit(args) -> dict:
     seconds = time.perf_counter() - start
     n_niches, chosen = args.n_niches, None
     if n_niches is None and not args.no_cluster:  # pick K by the stability of KMeans over K
-        n_niches = chosen = sj.tl.cluster_stability(adata, n_niches=tuple(args.n_niches_range), key_added="stability",
-                                                          max_cells=args.stability_max_cells or None)
-        del adata.uns["stability"]  # the results file keeps the niches, not the search
+        n_niches = chosen = _choose_k(adata, args)
     if n_niches:
         # The improved variant's embedding is clustered with its spatial prior.
         prior = model.config.improved_options.clustering_kwargs if args.variant == "improved" else {}
@@ -143,6 +207,7 @@ def cmd_fit(args) -> dict:
 def cmd_embed(args) -> dict:
     import scniche_jax as sj
 
+    _check_out_file(args.out, args.overwrite)
     model = sj.load(args.model)
     adata = _read(args.input)
     args.views = list(DEFAULT_VIEWS if model.config.variant == "improved" else model.config.views)
@@ -155,12 +220,26 @@ def cmd_embed(args) -> dict:
 def cmd_cluster(args) -> dict:
     import scniche_jax as sj
 
+    _check_out_file(args.out, args.overwrite)
+    if args.method == "kmeans":
+        _check_range(args)
     adata = _read(args.input)
-    sj.tl.clustering(adata, n_niches=args.n_niches, method=args.method, use_rep=args.use_rep,
+    if args.use_rep not in adata.obsm:
+        raise CliError(f"the input's obsm has no {args.use_rep!r} (obsm keys: {sorted(adata.obsm.keys())}); pass "
+                       "--use-rep naming the embedding, or run 'scniche-jax fit' / 'embed' first")
+    n_niches, chosen = args.n_niches, None
+    if args.method == "kmeans":
+        _check_k(adata, n_niches, args.n_niches_range)
+        if n_niches is None:  # as fit: the most stable K
+            n_niches = chosen = _choose_k(adata, args, args.use_rep)
+    sj.tl.clustering(adata, n_niches=n_niches, method=args.method, use_rep=args.use_rep,
                      spatial_prior=args.spatial_prior, spatial_neighbors=args.spatial_neighbors)
     _write(adata, args.out, args.overwrite)
-    return {"command": "cluster", "cells": adata.n_obs, "out": str(Path(args.out).resolve()),
-            "niches": {str(k): int(v) for k, v in adata.obs["scNiche"].value_counts().sort_index().items()}}
+    summary = {"command": "cluster", "cells": adata.n_obs, "out": str(Path(args.out).resolve()),
+               "niches": {str(k): int(v) for k, v in adata.obs["scNiche"].value_counts().sort_index().items()}}
+    if chosen is not None:
+        summary["n_niches_chosen"] = chosen
+    return summary
 
 
 def _write(adata, path: str, overwrite: bool) -> None:
@@ -178,20 +257,32 @@ def _write(adata, path: str, overwrite: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    formatter = argparse.ArgumentDefaultsHelpFormatter
     parser = argparse.ArgumentParser(prog="scniche-jax", description="Cell niches from single-cell spatial omics "
-                                     "(scNiche in JAX).")
+                                     "(scNiche in JAX).", formatter_class=formatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add_pp(p):
-        p.add_argument("--celltype-key", default="Cell_type", help="obs column of cell types (default Cell_type)")
+        p.add_argument("--celltype-key", default="Cell_type", help="obs column of cell types")
         p.add_argument("--sample-key", default=None, help="obs column of slice ids: preprocess each slice")
         p.add_argument("--n-neighbors", "--k-cutoff", dest="n_neighbors", type=int, default=20,
-                       help="spatial neighbours for the views (default 20; --k-cutoff is the old name)")
+                       help="spatial neighbours for the views (--k-cutoff is the old name)")
         p.add_argument("--n-comps", type=int, default=20, help="PCA components of the expression views")
-        p.add_argument("--normalize", action="store_true", help="normalise counts to 1e4 per cell and log1p first")
+        p.add_argument("--normalize", action="store_true",
+                       help="X holds raw counts: normalise to 1e4 per cell and log1p first "
+                            "(as sc.pp.normalize_total + sc.pp.log1p)")
         p.add_argument("--overwrite", action="store_true", help="replace existing output")
 
-    f = sub.add_parser("fit", help="preprocess if needed, train, save the model and the results, cluster")
+    def add_k_search(p):
+        p.add_argument("--n-niches-range", type=int, nargs=2, default=[2, 12], metavar=("MIN", "MAX"),
+                       help="range searched when --n-niches is not given")
+        p.add_argument("--stability-max-cells", type=int, default=50_000, metavar="N",
+                       help="the K search (tl.cluster_stability's max_cells) uses a random subset of at most N "
+                            "cells (0 = every cell, as the reference)")
+
+    f = sub.add_parser("fit", help="preprocess if needed, train, save the model and the results, cluster",
+                       formatter_class=formatter)
     f.add_argument("input", help="input .h5ad (obsm['spatial'] and a cell-type column, or the views)")
     f.add_argument("--out", required=True, help="output folder: model files and adata.h5ad with the results")
     f.add_argument("--views", nargs="+", default=list(DEFAULT_VIEWS), help="obsm keys of the views (reference variant)")
@@ -201,62 +292,79 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--improved-options", default=None, metavar="JSON",
                    help="with --variant improved: sj.ImprovedOptions fields as a JSON object, "
                         "e.g. '{\"concat_radius_composition\": 4}' (the rest keep their defaults)")
-    f.add_argument("--batch-num", type=_batch_num, default=None, help="number of batches, or 'auto'")
+    f.add_argument("--batch-num", type=_batch_num, default=None,
+                   help="number of batches, or 'auto'; none trains on the full graph, whose frozen fusion "
+                        "weight (and model.pt) is 4*B^2 bytes for B cells (94 MB at 4,839, 1.6 GB at 20,000)")
     f.add_argument("--cells-per-batch", type=int, default=None,
-                   help="with --batch-num auto: cells per batch (default 1000 on a CPU, 5000 on a GPU)")
+                   help="with --batch-num auto: cells per batch (none: 1000 on a CPU, 5000 on a GPU)")
     f.add_argument("--all-devices", action="store_true",
                    help="train data-parallel on every device JAX sees (batch number a multiple of their count)")
-    f.add_argument("--epochs", type=int, default=100)
+    f.add_argument("--epochs", type=int, default=100, help="most training epochs")
     f.add_argument("--patience", type=int, default=None, help="stop when the loss stalls this many epochs")
     f.add_argument("--ari-every", type=int, default=None, help="probe the niches' ARI every N epochs")
     f.add_argument("--ari-stop-threshold", type=float, default=0.95, help="with --ari-every: stop at this ARI")
     f.add_argument("--n-niches", type=int, default=None,
                    help="cluster into this many niches (KMeans); without it the most stable number is chosen")
-    f.add_argument("--n-niches-range", type=int, nargs=2, default=[2, 12], metavar=("MIN", "MAX"),
-                   help="range searched when --n-niches is not given (default 2 12)")
-    f.add_argument("--stability-max-cells", type=int, default=50_000, metavar="N",
-                   help="the K search (tl.cluster_stability's max_cells) uses a random subset of at most N "
-                        "cells (default 50000; 0 = every cell, as the reference)")
+    add_k_search(f)
     f.add_argument("--no-cluster", action="store_true", help="train and save only, no niches")
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--seed", type=int, default=0, help="seed of every random choice in training")
     f.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                    help="B² loss matmul operands (auto: fp32 on a CPU, bf16 on a GPU)")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     add_pp(f)
     f.set_defaults(run=cmd_fit)
 
-    e = sub.add_parser("embed", help="embed an .h5ad with a saved model")
+    e = sub.add_parser("embed", help="embed an .h5ad with a saved model", formatter_class=formatter)
     e.add_argument("model", help="model folder written by 'fit' (or a model.pt)")
     e.add_argument("input", help="input .h5ad with the model's views, or spatial data to preprocess")
     e.add_argument("--out", required=True, help="output .h5ad")
-    e.add_argument("--key-added", default="X_scniche")
+    e.add_argument("--key-added", default="X_scniche", help="obsm key of the embedding written")
     add_pp(e)
     e.set_defaults(run=cmd_embed)
 
-    c = sub.add_parser("cluster", help="cluster an embedding into niches")
+    c = sub.add_parser("cluster", help="cluster an embedding into niches", formatter_class=formatter)
     c.add_argument("input", help="input .h5ad with obsm[--use-rep]")
-    c.add_argument("--n-niches", type=int, required=True)
-    c.add_argument("--method", choices=["kmeans", "leiden"], default="kmeans")
-    c.add_argument("--use-rep", default="X_scniche")
+    c.add_argument("--n-niches", type=int, default=None,
+                   help="number of niches (KMeans); without it the most stable number is chosen, as 'fit' does")
+    add_k_search(c)
+    c.add_argument("--method", choices=["kmeans", "leiden"], default="kmeans", help="clustering method")
+    c.add_argument("--use-rep", default="X_scniche", help="obsm key of the embedding")
     c.add_argument("--spatial-prior", type=float, default=0.0,
                    help="weight of the spatial Potts prior on the niches (0: none; 1.5 for --variant improved)")
-    c.add_argument("--spatial-neighbors", type=int, default=75, help="spatial neighbours of the prior (default 75)")
+    c.add_argument("--spatial-neighbors", type=int, default=75, help="spatial neighbours of the prior")
     c.add_argument("--out", required=True, help="output .h5ad")
-    c.add_argument("--overwrite", action="store_true")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     c.set_defaults(run=cmd_cluster)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("scniche-jax")
+    except PackageNotFoundError:  # a source tree on sys.path without an install
+        return "0+unknown"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``scniche-jax`` console script."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    import warnings
+
+    def one_line(message, category, filename, lineno, line=None):  # no file path or source line for CLI users
+        return f"scniche-jax {args.command}: warning: {message}\n"
+
+    previous, warnings.formatwarning = warnings.formatwarning, one_line
     try:
         summary = args.run(args)
     except (CliError, ValueError, FileNotFoundError, PermissionError, ImportError) as err:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"scniche-jax {args.command}: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    finally:
+        warnings.formatwarning = previous
     print(json.dumps(summary))
     return 0
 

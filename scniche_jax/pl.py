@@ -217,7 +217,7 @@ def composition(adata: Any, groupby: str = "scNiche", key: Optional[str] = None,
     key = "Cell_type" if key is None else key
     adata = resolve_table(adata, table_key)
     val.check_obs_key(adata, groupby, "niche column")
-    val.check_obs_key(adata, key, "cell-type column")
+    val.check_obs_key(adata, key, "cell-type column", arg="key")
     if sample_key is not None:
         val.check_obs_key(adata, sample_key, "sample column")
     niche_col = adata.obs[groupby]
