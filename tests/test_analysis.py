@@ -288,7 +288,7 @@ def test_differential_abundance_three_conditions_uses_kruskal():
 def test_bad_input_is_refused_before_any_work(call, match):
     pytest.importorskip("scanpy")
     a = _planted(n_samples=3, cells_per_niche=30)
-    a.obs["plain"] = a.obs["scNiche"].astype(str)
+    a.obs["plain"] = a.obs["scNiche"].cat.codes.astype(int)  # integer ids: refused (strings are converted)
     a.obs["score"] = np.linspace(0, 1, a.n_obs)
     a.obs["condition"] = np.where(a.obs["sample"] == "s0", "x", "y")
     a.obs.loc[a.obs_names[:2], "Cell_type"] = "A"
