@@ -1,15 +1,17 @@
 """The main job on bundled data: osmFISH cortex → preprocessing → scNiche → 11 niches → ARI.
 
-Run: python examples/osmfish.py [--epochs 100] [--batch-num 4] [--seed 0] [--out osmfish_run]
-                                [--variant reference|improved]
+Run: python examples/osmfish.py [--epochs 100] [--batch-num 4] [--seed 0] [--out FOLDER]
+                                [--variant reference|improved] [--overwrite]
 ``--variant improved`` trains the improved model and clusters its embedding with the variant's
 spatial prior (README, *Niche quality*).
 Writes the model folder and, with matplotlib installed, niches.png, composition.png and
-history.png into --out.
+history.png into --out (default ``osmfish_<variant>``, so the two variants' runs sit side by side);
+an existing non-empty folder is refused before any work unless --overwrite is given.
 """
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
@@ -23,9 +25,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--batch-num", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="osmfish_run")
+    parser.add_argument("--out", default=None, help="output folder (default: osmfish_<variant>)")
     parser.add_argument("--variant", choices=["reference", "improved"], default="reference")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = parser.parse_args()
+    args.out = args.out or f"osmfish_{args.variant}"
+    if Path(args.out).is_dir() and any(Path(args.out).iterdir()) and not args.overwrite:
+        parser.error(f"--out {args.out!r} exists and is not empty; pass --overwrite or choose another folder")
 
     adata = osmfish()
     counts = adata.X
@@ -39,7 +45,7 @@ def main() -> None:
     prior = model.config.improved_options.clustering_kwargs if args.variant == "improved" else {}
     sj.tl.clustering(adata, n_niches=11, **prior)
     ari = adjusted_rand_score(adata.obs["Niche"], adata.obs["scNiche"])
-    out = model.save(args.out, adata=adata, overwrite=True)
+    out = model.save(args.out, adata=adata, overwrite=args.overwrite)
     plots = []
     try:
         for name, fig in (("niches", sj.pl.niches(adata)), ("composition", sj.pl.composition(adata).figure),

@@ -74,7 +74,7 @@ def _heatmap(ax, matrix: pd.DataFrame, cmap: str, label: str, centre: bool, anno
 
 
 def enrichment(data: Any, uns_key: str = "enrichment", value: str = "log2_fold_change", alpha: float = 0.05,
-               vmax: Optional[float] = None, cmap: str = "RdBu_r", ax=None, show: bool = False,
+               vmax: Optional[float] = None, cmap: str = "RdBu_r", ax=None, show: bool = False, save: Optional[str] = None,
                table_key: Optional[str] = None):
     """Heatmap of the enrichment of each label (rows) in each niche (columns), with significance marks.
 
@@ -97,6 +97,9 @@ def enrichment(data: Any, uns_key: str = "enrichment", value: str = "log2_fold_c
         Axes to draw into; a new figure when None.
     show
         Call ``plt.show()``.
+    save
+        Write the figure to this file (the format from its extension, e.g. ``'niches.png'``), as
+        scanpy's ``save=`` does; nothing is written when None.
     table_key
         The table of a SpatialData.
 
@@ -126,12 +129,12 @@ def enrichment(data: Any, uns_key: str = "enrichment", value: str = "log2_fold_c
     ax.set_xlabel(str(groupby))
     ax.set_ylabel(str(key))
     ax.set_title(f"enrichment of {key} in {groupby} (* p_adj < 0.05)", fontsize=9)
-    return finish(ax, show)
+    return finish(ax, show, save)
 
 
 def niche_adjacency(data: Any, uns_key: str = "niche_adjacency", value: str = "log2_ratio",
                     sample: Optional[str] = None, annotate: bool = True, vmax: Optional[float] = None,
-                    cmap: str = "RdBu_r", ax=None, show: bool = False, table_key: Optional[str] = None):
+                    cmap: str = "RdBu_r", ax=None, show: bool = False, save: Optional[str] = None, table_key: Optional[str] = None):
     """Heatmap of niche × niche adjacency (source rows, target columns).
 
     Parameters
@@ -156,6 +159,9 @@ def niche_adjacency(data: Any, uns_key: str = "niche_adjacency", value: str = "l
         Axes to draw into; a new figure when None.
     show
         Call ``plt.show()``.
+    save
+        Write the figure to this file (the format from its extension, e.g. ``'niches.png'``), as
+        scanpy's ``save=`` does; nothing is written when None.
     table_key
         The table of a SpatialData.
 
@@ -194,13 +200,14 @@ def niche_adjacency(data: Any, uns_key: str = "niche_adjacency", value: str = "l
              vmax=vmax)
     ax.set_xlabel("neighbouring niche")
     ax.set_ylabel("niche")
-    ax.set_title(f"niche adjacency ({value.replace('_', ' ')}, {block_name})", fontsize=9)
-    return finish(ax, show)
+    where = "pooled" if sample is None else f"sample {sample}"
+    ax.set_title(f"niche adjacency ({value.replace('_', ' ')}, {where})", fontsize=9)
+    return finish(ax, show, save)
 
 
 def abundance(adata: Any, groupby: str = "scNiche", *, condition_key: str, sample_key: str,
               uns_key: str = "differential_abundance", niches: Optional[Sequence] = None,
-              palette: Optional[Sequence] = None, ax=None, show: bool = False, table_key: Optional[str] = None):
+              palette: Optional[Sequence] = None, ax=None, show: bool = False, save: Optional[str] = None, table_key: Optional[str] = None):
     """Per-sample niche proportions by condition: a box per (niche, condition) and one point per sample.
 
     When ``uns[uns_key]`` holds the table of :func:`scniche_jax.tl.differential_abundance`, each
@@ -226,6 +233,9 @@ def abundance(adata: Any, groupby: str = "scNiche", *, condition_key: str, sampl
         Axes to draw into; a new figure when None.
     show
         Call ``plt.show()``.
+    save
+        Write the figure to this file (the format from its extension, e.g. ``'niches.png'``), as
+        scanpy's ``save=`` does; nothing is written when None.
     table_key
         The table of a SpatialData.
 
@@ -295,16 +305,17 @@ def abundance(adata: Any, groupby: str = "scNiche", *, condition_key: str, sampl
             else:
                 labels.append(str(g))
     ax.set_xticks(np.arange(len(groups)))
-    ax.set_xticklabels(labels, rotation=90, fontsize=7)
+    with_stats = any("\n" in label for label in labels)  # several lines read across, not rotated
+    ax.set_xticklabels(labels, rotation=0 if with_stats else 90, fontsize=7, linespacing=1.1)
     ax.set_ylabel("fraction of the sample's cells")
     ax.set_xlabel(groupby)
     ax.legend(title=condition_key, frameon=False, fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
     ax.set_title(f"niche abundance per {sample_key}", fontsize=9)
-    return finish(ax, show)
+    return finish(ax, show, save)
 
 
 def markers(adata: Any, groupby: str = "scNiche", n_genes: int = 3, uns_key: str = "niche_markers",
-            key: Optional[str] = None, restrict_to=None, layer: Optional[str] = None, ax=None, show: bool = False,
+            key: Optional[str] = None, restrict_to=None, layer: Optional[str] = None, ax=None, show: bool = False, save: Optional[str] = None,
             table_key: Optional[str] = None, **kwargs):
     """Dot plot (scanpy's ``sc.pl.dotplot``) of the top marker genes of each niche.
 
@@ -330,6 +341,9 @@ def markers(adata: Any, groupby: str = "scNiche", n_genes: int = 3, uns_key: str
         Axes to draw into (scanpy splits it for the legends); a new figure when None.
     show
         Call ``plt.show()``.
+    save
+        Write the figure to this file (the format from its extension, e.g. ``'niches.png'``), as
+        scanpy's ``save=`` does; nothing is written when None.
     table_key
         The table of a SpatialData.
     **kwargs
@@ -373,4 +387,4 @@ def markers(adata: Any, groupby: str = "scNiche", n_genes: int = 3, uns_key: str
         n_cols = sum(len(v) for v in var_names.values())
         _, ax = _pyplot().subplots(figsize=(3.0 + 0.32 * n_cols, 1.6 + 0.35 * view.obs[groupby].nunique()))
     axes = sc.pl.dotplot(view, var_names, groupby=groupby, layer=layer, ax=ax, show=False, **kwargs)
-    return finish(axes["mainplot_ax"], show)
+    return finish(axes["mainplot_ax"], show, save)

@@ -39,7 +39,21 @@ _STATE, _META = "state", "meta"
 def _ocp():
     import orbax.checkpoint as ocp  # imported lazily: it is slow to import
 
+    _quiet_absl()
     return ocp
+
+
+def _quiet_absl() -> None:
+    """Orbax logs dozens of INFO lines per save through absl; keep them out of an INFO root logger.
+
+    Only when nobody set a level on the ``absl`` logger: ``logging.getLogger('absl').setLevel(logging.INFO)``
+    brings them back.
+    """
+    import logging
+
+    absl = logging.getLogger("absl")
+    if absl.level == logging.NOTSET:
+        absl.setLevel(logging.WARNING)
 
 
 def check_writable_dir(path: os.PathLike | str, what: str) -> Path:

@@ -8,6 +8,7 @@ never sees an AnnData: the edges (:mod:`scniche_jax.model`) hand it arrays.
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple, Optional, Sequence
 
@@ -18,7 +19,9 @@ import numpy as np
 from .batching import auto_batch_num, fixed_size_batches, reference_batch_indices
 from .consensus import Consensus, PreparedGfn, build_consensus, majority_consensus
 from .graphs import ViewGraph, build_view_graph, graphs_tuple, pos_weight
-from .progress import progress_bar
+from .progress import progress_bar, progress_write
+
+LARGE_GRAPH = 2000  # cells of one full graph above which building it gets a line of its own (seconds)
 
 
 class GraphBatch(NamedTuple):
@@ -94,6 +97,11 @@ def build_host_batches(features: Sequence[np.ndarray], batches: Sequence[np.ndar
         return [build_view_graph(f[idx], n_neighbors, mik) for f in features]
 
     workers = min(len(batches), os.cpu_count() or 1)
+    one_large = progress and len(batches) < 2 and len(batches[0]) >= LARGE_GRAPH  # no bar over one batch
+    if one_large:
+        started = time.perf_counter()
+        progress_write(f"scniche_jax: building the view graphs and their consensus on {len(batches[0]):,} cells "
+                       "(one full graph; this takes a while)")
     gfn_params = PreparedGfn.of(gfn_params)  # once for all batches
     with ThreadPoolExecutor(max_workers=workers) as pool:
         graphs_per_batch = pool.map(view_graphs, batches)
@@ -105,6 +113,8 @@ def build_host_batches(features: Sequence[np.ndarray], batches: Sequence[np.ndar
         per_batch = [(graphs, fused(graphs))
                      for graphs in progress_bar(graphs_per_batch, total=len(batches), desc="graphs",
                                                 disable=not progress or len(batches) < 2, leave=False)]
+    if one_large:
+        progress_write(f"scniche_jax: graphs built in {time.perf_counter() - started:.0f} s")
     return assemble_batches(per_batch)
 
 

@@ -3,7 +3,8 @@
 
 Every function takes ``ax=None`` (draw into your Axes, or a new figure when None), returns
 the matplotlib object it drew (an ``Axes``; a ``Figure`` for the multi-panel ``niches`` and
-``history``) and calls ``plt.show()`` only with ``show=True``. A ``spatialdata.SpatialData``
+``history``, ``niches(ax=<one Axes>)`` that Axes), calls ``plt.show()`` only with
+``show=True`` and writes the figure to a file with ``save='name.png'`` (scanpy's ``save=``). A ``spatialdata.SpatialData``
 is accepted wherever an AnnData is (``table_key`` names its table).
 """
 from __future__ import annotations
@@ -30,7 +31,7 @@ def _legend_columns(n: int, per_column: int = 18) -> int:
 @renamed_kwargs(key="groupby")
 def niches(adata: Any, groupby: str = "scNiche", sample_key: Optional[str] = None,
            spatial_key: str = "spatial", point_size: Optional[float] = None, ncols: int = 3,
-           title: Optional[str] = None, palette: Optional[Sequence] = None, ax=None, show: bool = False,
+           title: Optional[str] = None, palette: Optional[Sequence] = None, ax=None, show: bool = False, save: Optional[str] = None,
            table_key: Optional[str] = None):
     """Cells at their spatial coordinates coloured by niche, one panel per slice.
 
@@ -56,13 +57,18 @@ def niches(adata: Any, groupby: str = "scNiche", sample_key: Optional[str] = Non
         An Axes (one slice) or a sequence of Axes (one per slice); a new figure when None.
     show
         Call ``plt.show()``.
+    save
+        Write the figure to this file (the format from its extension, e.g. ``'niches.png'``), as
+        scanpy's ``save=`` does; nothing is written when None.
     table_key
         The table of a SpatialData.
 
     Returns
     -------
-    matplotlib.figure.Figure
-        The ``matplotlib.figure.Figure``; the legend sits outside the panels, on the right.
+    matplotlib.figure.Figure or matplotlib.axes.Axes
+        The ``matplotlib.figure.Figure`` of the panels (the legend sits outside them, on the
+        right); with one Axes passed as ``ax``, that ``Axes``, as the other plots return.
+        Slices are drawn in sorted order (a categorical's own order).
 
     Examples
     --------
@@ -80,7 +86,9 @@ def niches(adata: Any, groupby: str = "scNiche", sample_key: Optional[str] = Non
     coords = val.spatial_coordinates(adata, spatial_key)
     if sample_key is not None:
         val.check_obs_key(adata, sample_key, "sample column")
-        samples = list(pd.unique(adata.obs[sample_key].astype(object)))
+        column = adata.obs[sample_key]
+        samples = (list(column.cat.categories[column.cat.categories.isin(column.unique())])
+                   if isinstance(column.dtype, pd.CategoricalDtype) else sorted(pd.unique(column.astype(object)), key=str))
         masks = [(adata.obs[sample_key].astype(object) == s).to_numpy() for s in samples]
     else:
         samples, masks = [None], [np.ones(adata.n_obs, bool)]
@@ -97,6 +105,7 @@ def niches(adata: Any, groupby: str = "scNiche", sample_key: Optional[str] = Non
                                  squeeze=False, layout="constrained")
         axes = list(axes.flat)
     else:
+        single = not isinstance(ax, (list, tuple, np.ndarray))
         axes = list(np.ravel(ax))
         if len(axes) < len(samples):
             raise ValueError(f"ax holds {len(axes)} Axes for {len(samples)} slices; pass one per slice or ax=None.")
@@ -124,10 +133,12 @@ def niches(adata: Any, groupby: str = "scNiche", sample_key: Optional[str] = Non
         axes[0].set_title(heading)
     else:
         fig.suptitle(heading)
-    return finish(fig, show)
+    if ax is not None and single:
+        return finish(axes[0], show, save)
+    return finish(fig, show, save)
 
 
-def history(model, ax=None, show: bool = False):
+def history(model, ax=None, show: bool = False, save: Optional[str] = None):
     """The training history of a :class:`~scniche_jax.Model` (loss components, LR, probe ARIs).
 
     Parameters
@@ -139,6 +150,9 @@ def history(model, ax=None, show: bool = False):
         Three Axes (loss, learning rate, ARI); a new figure when None.
     show
         Call ``plt.show()``.
+    save
+        Write the figure to this file (the format from its extension, e.g. ``'niches.png'``), as
+        scanpy's ``save=`` does; nothing is written when None.
 
     Returns
     -------
@@ -157,12 +171,12 @@ def history(model, ax=None, show: bool = False):
     >>> fig = sj.pl.history(model)
     """
     hist = getattr(model, "history", model)
-    return finish(history_figure(hist, axes=ax), show)
+    return finish(history_figure(hist, axes=ax), show, save)
 
 
 def composition(adata: Any, groupby: str = "scNiche", key: Optional[str] = None, sample_key: Optional[str] = None,
                 normalize: bool = True, order: Optional[Sequence[str]] = None, palette: Optional[Sequence] = None,
-                ax=None, show: bool = False, table_key: Optional[str] = None, **deprecated):
+                ax=None, show: bool = False, save: Optional[str] = None, table_key: Optional[str] = None, **deprecated):
     """Stacked bars of the cell types (``key``) in each niche, optionally one bar per sample.
 
     Parameters
@@ -187,6 +201,9 @@ def composition(adata: Any, groupby: str = "scNiche", key: Optional[str] = None,
         Axes to draw into; a new figure (sized for the legend) when None.
     show
         Call ``plt.show()``.
+    save
+        Write the figure to this file (the format from its extension, e.g. ``'niches.png'``), as
+        scanpy's ``save=`` does; nothing is written when None.
     table_key
         The table of a SpatialData.
 
@@ -256,4 +273,4 @@ def composition(adata: Any, groupby: str = "scNiche", key: Optional[str] = None,
     ax.set_ylabel("fraction of cells" if normalize else "cells")
     ax.margins(x=0.01)
     ax.legend(bbox_to_anchor=(1.01, 1), loc="upper left", fontsize=7, frameon=False, ncols=ncol, title=key)
-    return finish(ax, show)
+    return finish(ax, show, save)

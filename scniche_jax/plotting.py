@@ -16,8 +16,15 @@ def _pyplot():
     return plt
 
 
-def finish(obj, show: bool):
-    """Shows the current figure when asked (never otherwise) and returns ``obj``."""
+def finish(obj, show: bool, save=None):
+    """Writes ``obj``'s figure to ``save`` (a path) when given, shows it when asked (never otherwise), returns ``obj``."""
+    if save is not None and save is not False:
+        import os
+
+        if not isinstance(save, (str, os.PathLike)):
+            raise ValueError(f"save must be a file path such as 'niches.png', got {save!r}.")
+        figure = getattr(obj, "figure", obj) if not hasattr(obj, "savefig") else obj
+        figure.savefig(save, dpi=150, bbox_inches="tight")
     if show:
         _pyplot().show()
     return obj

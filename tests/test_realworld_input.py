@@ -320,3 +320,89 @@ def test_save_without_the_torch_file_loads_the_same_model(trained, tmp_path):
     loaded = sj.load(path)
     np.testing.assert_array_equal(loaded.embed(a), model.embed(a))
     assert loaded.history == model.history and loaded.preprocessing == model.preprocessing
+
+
+# --- friction: plots, logging, progress, the example ------------------------------------------
+
+@pytest.fixture
+def plt():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    yield plt
+    plt.close("all")
+
+
+def test_every_plot_takes_save_and_niches_into_one_axes_returns_it(trained, plt, tmp_path):
+    model, _ = trained
+    a = _clustered()
+    a.obs["scNiche"] = a.obs["scNiche"].astype("category")
+    a.obs["sample"] = np.tile(["s1", "s2", "s3", "s4"], a.n_obs // 4 + 1)[:a.n_obs]
+    a.obs["condition"] = np.where(a.obs["sample"].isin(["s1", "s2"]), "x", "y")
+    sj.tl.enrichment(a, key="Cell_type")
+    sj.tl.niche_adjacency(a, n_perms=20)
+    sj.tl.differential_abundance(a, condition_key="condition", sample_key="sample", n_perms=20)
+    calls = {"niches": lambda save: sj.pl.niches(a, save=save),
+             "history": lambda save: sj.pl.history(model, save=save),
+             "composition": lambda save: sj.pl.composition(a, key="Cell_type", save=save),
+             "enrichment": lambda save: sj.pl.enrichment(a, save=save),
+             "adjacency": lambda save: sj.pl.niche_adjacency(a, save=save),
+             "abundance": lambda save: sj.pl.abundance(a, condition_key="condition", sample_key="sample", save=save)}
+    for name, call in calls.items():
+        call(tmp_path / f"{name}.png")
+        assert (tmp_path / f"{name}.png").stat().st_size > 1000, name
+    fig, ax = plt.subplots()
+    assert sj.pl.niches(a, ax=ax) is ax
+    adjacency = sj.pl.niche_adjacency(a)
+    assert adjacency.get_title() == "niche adjacency (log2 ratio, pooled)"
+    abundance = sj.pl.abundance(a, condition_key="condition", sample_key="sample")
+    labels = abundance.get_xticklabels()
+    assert "p_adj" in labels[0].get_text() and all(label.get_rotation() == 0 for label in labels)
+
+
+def test_sample_panels_come_in_sorted_order(plt):
+    a = _clustered()
+    a.obs["slice"] = np.where(np.arange(a.n_obs) < 75, "s2", "s1")  # s2 first in obs
+    fig = sj.pl.niches(a, sample_key="slice")
+    assert [axis.get_title() for axis in fig.axes if axis.get_title()] == ["s1", "s2"]
+
+
+def test_save_and_load_are_quiet_under_an_info_root_logger(trained, tmp_path, caplog):
+    import logging
+
+    model, _ = trained
+    with caplog.at_level(logging.INFO):
+        sj.load(model.save(tmp_path / "m"))
+    assert not [r for r in caplog.records if r.name.startswith("absl")], [r.getMessage() for r in caplog.records][:3]
+    logging.getLogger("absl").setLevel(logging.INFO)  # asked for: they come back
+    try:
+        with caplog.at_level(logging.INFO):
+            model.save(tmp_path / "m2")
+        assert [r for r in caplog.records if r.name.startswith("absl")]
+    finally:
+        logging.getLogger("absl").setLevel(logging.WARNING)
+
+
+def test_building_one_large_graph_says_so(trained, capsys, monkeypatch):
+    from scniche_jax import pipeline
+
+    _, a = trained
+    monkeypatch.setattr(pipeline, "LARGE_GRAPH", 100)
+    sj.fit(a.copy(), epochs=1, progress=True)
+    err = capsys.readouterr().err
+    assert "building the view graphs and their consensus on 200 cells" in err and "graphs built in" in err
+
+
+def test_the_osmfish_example_refuses_to_overwrite_its_default_folder(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "osmfish_improved").mkdir()
+    (tmp_path / "osmfish_improved" / "keep.txt").write_text("mine")
+    example = Path(__file__).resolve().parents[1] / "examples" / "osmfish.py"
+    result = subprocess.run([sys.executable, str(example), "--variant", "improved"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "'osmfish_improved' exists and is not empty; pass --overwrite" in result.stderr
+    assert (tmp_path / "osmfish_improved" / "keep.txt").read_text() == "mine"
