@@ -130,8 +130,20 @@ def _preprocess(adata, args):
                        f"{args.celltype_key!r} to compute them (columns: {sorted(adata.obs.columns)}); "
                        "pass --celltype-key")
     if args.normalize:
+        from .validation import looks_like_counts
+
+        if not looks_like_counts(adata.X):
+            import warnings
+
+            warnings.warn("--normalize was given but X does not look like raw counts (non-negative integers); "
+                          "it is normalised and log1p-transformed again: drop --normalize if X is normalised already.",
+                          UserWarning, stacklevel=2)
         counts = np.asarray(adata.X.toarray() if hasattr(adata.X, "toarray") else adata.X, np.float64)
-        adata.X = np.log1p(counts / counts.sum(axis=1, keepdims=True) * 1e4).astype(np.float32)
+        totals = counts.sum(axis=1, keepdims=True)
+        if (totals <= 0).any():
+            raise CliError(f"{int((totals <= 0).sum())} cells have no counts, so --normalize cannot scale them; "
+                           "drop them first (e.g. sc.pp.filter_cells(adata, min_counts=1))")
+        adata.X = np.log1p(counts / totals * 1e4).astype(np.float32)
     n_comps = min(args.n_comps, adata.n_vars - 1, adata.n_obs - 1)
     if args.sample_key:
         return sj.pp.process_multi_slices(adata, celltype_key=args.celltype_key, sample_key=args.sample_key,
@@ -192,7 +204,7 @@ def cmd_fit(args) -> dict:
         # The improved variant's embedding is clustered with its spatial prior.
         prior = model.config.improved_options.clustering_kwargs if args.variant == "improved" else {}
         sj.tl.clustering(adata, n_niches=n_niches, **prior)
-    model.save(out, adata=adata, overwrite=args.overwrite)
+    model.save(out, adata=adata, overwrite=args.overwrite, torch_format=not args.no_torch_file)
     stop = model.history.early_stop
     summary = {"command": "fit", "cells": adata.n_obs, "out": str(out.resolve()), "epochs_run": stop.stopped_epoch,
                "stopped_by": stop.stopped_by, "final_loss": model.history.loss["total"][-1],
@@ -201,7 +213,55 @@ def cmd_fit(args) -> dict:
         summary["n_niches_chosen"] = int(chosen)
     if n_niches:
         summary["niches"] = {str(k): int(v) for k, v in adata.obs["scNiche"].value_counts().sort_index().items()}
+    if not args.no_plots:
+        summary["plots"] = _plots(out, adata, model, bool(n_niches), args.celltype_key, args.sample_key)
+    (out / "summary.txt").write_text(_human_summary(summary, args))
     return summary
+
+
+def _plots(out: Path, adata, model, clustered: bool, celltype_key: str, sample_key) -> list:
+    """niches.png, composition.png and history.png in ``out`` (those that apply); none without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    import scniche_jax as sj
+
+    written = []
+    jobs = [("history", lambda path: sj.pl.history(model, save=path))]
+    if clustered and "spatial" in adata.obsm:
+        sample = sample_key if sample_key in adata.obs else None
+        jobs.append(("niches", lambda path: sj.pl.niches(adata, sample_key=sample, save=path)))
+    if clustered and celltype_key in adata.obs:
+        jobs.append(("composition", lambda path: sj.pl.composition(adata, key=celltype_key, save=path)))
+    for name, draw in jobs:
+        path = out / f"{name}.png"
+        draw(path)
+        plt.close("all")
+        written.append(path.name)
+    return sorted(written)
+
+
+def _human_summary(summary: dict, args) -> str:
+    """The run in a few sentences, beside the JSON line (``summary.txt``)."""
+    lines = [f"scniche-jax fit of {args.input}",
+             f"{summary['cells']:,} cells, variant {args.variant}, graphs of {summary['batch_size']:,} cells",
+             f"trained {summary['epochs_run']} epochs in {summary['fit_seconds']:.1f} s "
+             f"(stopped by {summary['stopped_by']}); final loss {summary['final_loss']:.4g}"]
+    if "niches" in summary:
+        how = (f"the most stable K in {args.n_niches_range[0]}..{args.n_niches_range[1]}"
+               if "n_niches_chosen" in summary else "--n-niches")
+        lines.append(f"{len(summary['niches'])} niches ({how}); cells per niche:")
+        lines += [f"  {name}: {count:,}" for name, count in summary["niches"].items()]
+    else:
+        lines.append("no clustering (--no-cluster)")
+    lines.append(f"written to {summary['out']}: config.json, state/"
+                 + ("" if args.no_torch_file else ", model.pt") + ", adata.h5ad (obs with the niches, obsm['X_scniche'])"
+                 + (", " + ", ".join(summary["plots"]) if summary.get("plots") else ""))
+    return "\n".join(lines) + "\n"
 
 
 def cmd_embed(args) -> dict:
@@ -311,6 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                    help="B² loss matmul operands (auto: fp32 on a CPU, bf16 on a GPU)")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
+    f.add_argument("--no-plots", action="store_true", help="skip niches.png, composition.png and history.png")
+    f.add_argument("--no-torch-file", action="store_true",
+                   help="skip model.pt, the reference's file (4*B^2 bytes for graphs of B cells); the model "
+                        "folder still loads, its fusion network rebuilt from the seed")
     add_pp(f)
     f.set_defaults(run=cmd_fit)
 

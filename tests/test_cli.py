@@ -44,7 +44,11 @@ def test_fit_embed_cluster_end_to_end(merfish_subset, tmp_path):
     summary = json.loads(fit.stdout.strip().splitlines()[-1])
     assert summary["cells"] == 800 and summary["epochs_run"] == 4 and sum(summary["niches"].values()) == 800
     assert summary["batch_size"] == 400
-    assert sorted(os.listdir(out)) == ["adata.h5ad", "config.json", "model.pt", "state"]
+    assert sorted(os.listdir(out)) == ["adata.h5ad", "composition.png", "config.json", "history.png", "model.pt",
+                                       "niches.png", "state", "summary.txt"]
+    assert summary["plots"] == ["composition.png", "history.png", "niches.png"]
+    text = (out / "summary.txt").read_text()
+    assert "800 cells" in text and "5 niches (--n-niches)" in text and "trained 4 epochs" in text
     results = ad.read_h5ad(out / "adata.h5ad")
     assert results.obsm["X_scniche"].shape == (800, 10) and "scNiche" in results.obs
 

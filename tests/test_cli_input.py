@@ -155,10 +155,24 @@ def test_fit_on_raw_counts_warns_naming_normalize(tmp_path):
     a.X = np.round(np.expm1(a.X)).astype(np.float32)
     a.write_h5ad(tmp_path / "counts.h5ad")
     result = _cli("fit", tmp_path / "counts.h5ad", "--out", tmp_path / "run", "--epochs", 1, "--no-cluster",
-                  "--quiet", "--n-neighbors", 5, "--n-comps", 5)
+                  "--quiet", "--n-neighbors", 5, "--n-comps", 5, "--no-torch-file")
     assert result.returncode == 0, result.stderr
     warning = [l for l in result.stderr.splitlines() if "warning:" in l]
     assert warning and "raw counts" in warning[0] and "--normalize" in warning[0] and "normalize_total" in warning[0]
     assert warning[0].startswith("scniche-jax fit: warning:")
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["preprocessing"]["normalisation"] == "raw counts"
+    assert sorted(os.listdir(tmp_path / "run")) == ["adata.h5ad", "config.json", "history.png", "state", "summary.txt"]
+    assert "no clustering (--no-cluster)" in (tmp_path / "run" / "summary.txt").read_text()
+
+
+def test_normalize_on_cells_without_counts_is_refused(tmp_path):
+    import scniche_jax as sj
+
+    a = sj.datasets.synthetic(60, n_niches=2, n_cell_types=4, n_genes=8, seed=1)
+    a.X = np.round(np.expm1(a.X)).astype(np.float32)
+    a.X[:2] = 0
+    a.write_h5ad(tmp_path / "counts.h5ad")
+    _one_line_error(_main("fit", tmp_path / "counts.h5ad", "--out", tmp_path / "run", "--normalize"),
+                    "2 cells have no counts, so --normalize cannot scale them")
+    assert not (tmp_path / "run").exists()
