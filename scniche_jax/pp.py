@@ -87,7 +87,7 @@ def spatial_neighbour_matrix(coords: np.ndarray, mode: str, n_neighbors: int, ra
     return graph
 
 
-def _check_celltypes(adata, celltype_key: str) -> list:
+def _check_celltypes(adata, celltype_key: str, stacklevel: int = 4) -> list:
     """The cell-type column: labels (not floats), none missing; warns for one type; returns the types."""
     val.check_labels(adata, celltype_key, "cell-type column")
     order = list(pd.unique(adata.obs[celltype_key].astype(object)))
@@ -96,7 +96,7 @@ def _check_celltypes(adata, celltype_key: str) -> list:
             f"adata.obs[{celltype_key!r}] holds one cell type ({order[0]!r}) for all {adata.n_obs} cells, so every "
             "cell's neighbourhood composition (X_cn_norm) is the same and carries no niche information; pass the "
             "column of cell types or clusters (celltype_key=...), or ignore this if only expression should count.",
-            UserWarning, stacklevel=4)
+            UserWarning, stacklevel=stacklevel)
     return order
 
 
@@ -107,7 +107,7 @@ def _cell_type_codes(adata, celltype_key: str, celltype_order: Optional[Sequence
         raise ValueError(f"adata.obs[{celltype_key!r}] has {int(labels.isna().sum())} missing labels; "
                          "label or drop those cells.")
     if celltype_order is None:
-        _check_celltypes(adata, celltype_key)
+        _check_celltypes(adata, celltype_key, stacklevel=5)
         celltype_order = sorted(pd.unique(labels.astype(object)))
     order = list(celltype_order)
     codes = pd.Categorical(labels.astype(object), categories=order).codes
