@@ -33,7 +33,9 @@ def finish(obj, show: bool, save=None):
 def distinct_colours(n: int, adata=None, key: Optional[str] = None, palette: Optional[Sequence] = None) -> list:
     """``n`` colours that stay distinct: ``palette`` if given, scanpy's ``uns[key + '_colors']`` if it
     fits, else tab10 (n <= 10), tab20 (n <= 20), tab20 + tab20b + tab20c (n <= 60), or evenly spaced
-    hues at three lightness levels beyond that. Never repeats a colour for n <= 60.
+    hues at three lightness levels beyond that. Never repeats a colour for n <= 60. The tab20
+    palettes are taken shade by shade (every hue's dark colour first, then the lighter ones), so
+    neighbouring categories (Niche0, Niche1) never get two shades of one hue.
     """
     from matplotlib import colormaps
     from matplotlib.colors import hsv_to_rgb, to_hex
@@ -49,10 +51,10 @@ def distinct_colours(n: int, adata=None, key: Optional[str] = None, palette: Opt
             return list(stored)[:n]
     if n <= 10:
         return [to_hex(c) for c in colormaps["tab10"].colors[:n]]
-    if n <= 20:
-        return [to_hex(c) for c in colormaps["tab20"].colors[:n]]
     if n <= 60:
-        pool = [to_hex(c) for name in ("tab20", "tab20b", "tab20c") for c in colormaps[name].colors]
+        groups = [("tab20", 2)] if n <= 20 else [("tab20", 2), ("tab20b", 4), ("tab20c", 4)]
+        pool = [to_hex(colormaps[name].colors[hue * shades + level]) for level in range(4)
+                for name, shades in groups if level < shades for hue in range(20 // shades)]
         return pool[:n]
     hues = (np.arange(n) * 0.618033988749895) % 1.0
     values = np.array([0.95, 0.75, 0.55])[np.arange(n) % 3]
@@ -94,18 +96,18 @@ def history_figure(history: Any, axes: Optional[Sequence] = None):
     ax = axes[0]
     for name, label in (("rec", "reconstruction"), ("gre", "graph fusion"), ("mim", "mutual information")):
         values = list(history_field(loss, name, []))
-        if values:
+        if values and max(values) > 0:  # a term that is 0 throughout (e.g. no fusion loss) has no line on a log axis
             ax.plot(range(1, len(values) + 1), values, label=label)
-    if total:
-        ax.plot(epochs, total, color="black", lw=1.5, label="total")
-        ax.set_yscale("log")
-        ax.legend(fontsize=8)
-    ax.set_xlabel("epoch")
-    ax.set_title("loss")
     stop = history_field(history, "early_stop", {})
     best = history_field(stop, "best_epoch")
     if best:
-        ax.axvline(best, color="grey", ls="--", lw=0.8)
+        ax.axvline(best, color="grey", ls="--", lw=0.8, label=f"best epoch ({best})")
+    if total:
+        ax.plot(epochs, total, color="black", lw=1.5, label="total")
+        ax.set_yscale("log")
+        ax.legend(fontsize=8, loc="best", framealpha=0.7)  # where it covers the fewest points
+    ax.set_xlabel("epoch")
+    ax.set_title("loss")
     lr = list(history_field(history, "lr", []))
     if lr:
         axes[1].plot(range(1, len(lr) + 1), lr)

@@ -406,3 +406,20 @@ def test_the_osmfish_example_refuses_to_overwrite_its_default_folder(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "'osmfish_improved' exists and is not empty; pass --overwrite" in result.stderr
     assert (tmp_path / "osmfish_improved" / "keep.txt").read_text() == "mine"
+
+
+def test_neighbouring_niches_get_distinct_hues_and_the_history_legend_names_every_line(plt):
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    from scniche_jax.plotting import distinct_colours
+
+    colours = distinct_colours(12)
+    assert colours[:10] == [to_hex(c) for c in colormaps["tab10"].colors]  # one shade per hue first
+    assert len(set(distinct_colours(60))) == 60
+    history = {"loss": {"total": [3.0, 2.0, 1.5], "rec": [2.0, 1.5, 1.0], "gre": [0.0, 0.0, 0.0],
+                        "mim": [1.0, 0.5, 0.5]}, "lr": [0.01] * 3, "ari": [],
+               "early_stop": {"best_epoch": 2, "stopped_by": "epochs", "stopped_epoch": 3}}
+    fig = sj.pl.history(history)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["reconstruction", "mutual information", "best epoch (2)", "total"]
