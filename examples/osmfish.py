@@ -4,9 +4,10 @@ Run: python examples/osmfish.py [--epochs 100] [--batch-num 4] [--seed 0] [--out
                                 [--variant reference|improved] [--overwrite]
 ``--variant improved`` trains the improved model and clusters its embedding with the variant's
 spatial prior (README, *Niche quality*).
-Writes the model folder and, with matplotlib installed, niches.png, composition.png and
-history.png into --out (default ``osmfish_<variant>``, so the two variants' runs sit side by side);
-an existing non-empty folder is refused before any work unless --overwrite is given.
+Writes the model folder and, with matplotlib installed, niches.png, regions.png (the annotated
+regions the ARI is measured against), composition.png and history.png into --out (default
+``osmfish_<variant>``, so the two variants' runs sit side by side); an existing non-empty
+folder is refused before any work unless --overwrite is given.
 """
 import argparse
 import json
@@ -48,8 +49,9 @@ def main() -> None:
     out = model.save(args.out, adata=adata, overwrite=args.overwrite)
     plots = []
     try:
-        for name, fig in (("niches", sj.pl.niches(adata)), ("composition", sj.pl.composition(adata).figure),
-                          ("history", sj.pl.history(model))):
+        for name, fig in (("niches", sj.pl.niches(adata, title=f"scNiche ({args.variant}), ARI {ari:.2f}")),
+                          ("regions", sj.pl.niches(adata, groupby="Niche", title="annotated regions (the ARI's truth)")),
+                          ("composition", sj.pl.composition(adata).figure), ("history", sj.pl.history(model))):
             fig.savefig(out / f"{name}.png", dpi=110)
             plots.append(str(out / f"{name}.png"))
     except ImportError as err:
