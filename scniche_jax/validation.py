@@ -216,12 +216,12 @@ def check_labels(adata, key: str, what: str = "column", arg: Optional[str] = Non
 
     check_obs_key(adata, key, what, arg)
     col = adata.obs[key]
+    check_no_missing(adata, key, what)  # first: integer ids with NaN read as floats
     if not (isinstance(col.dtype, pd.CategoricalDtype) or col.dtype == object or pd.api.types.is_string_dtype(col)
             or pd.api.types.is_integer_dtype(col) or pd.api.types.is_bool_dtype(col)):
         raise ValueError(
             f"adata.obs[{key!r}] ({what}) holds {col.dtype} values, not labels; pass a categorical column "
             f"(e.g. adata.obs[{key!r}].astype('category') if the values are ids).")
-    check_no_missing(adata, key, what)
 
 
 def check_no_missing(adata, key: str, what: str = "column") -> None:

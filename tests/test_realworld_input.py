@@ -123,6 +123,14 @@ def test_nan_in_the_sample_column_is_refused():
     _unchanged(a, before)
 
 
+def test_integer_slice_ids_with_nan_are_named_missing_not_float():
+    a = _data()
+    a.obs["Sample"] = np.where(np.arange(a.n_obs) % 2, 1.0, 2.0)
+    a.obs.loc[a.obs_names[:2], "Sample"] = np.nan
+    with pytest.raises(ValueError, match="2 missing labels"):
+        sj.pp.process_multi_slices(a, n_neighbors=10, verbose=False)
+
+
 def test_a_one_cell_slice_and_an_empty_anndata_are_refused():
     a = _data()
     a.obs["Sample"] = np.where(np.arange(a.n_obs) == 0, "tiny", "big")
