@@ -371,7 +371,7 @@ def niche_adjacency(adata: Any, groupby: str = "scNiche", sample_key: Optional[s
     >>> df = sj.tl.niche_adjacency(adata, n_perms=100)
     >>> df[["source", "target", "n_links", "log2_ratio"]].head()  # doctest: +SKIP
     """
-    adata = resolve_table(adata, table_key)
+    source, adata = adata, resolve_table(adata, table_key)
     val.check_categorical(adata, groupby, "niche column")
     if sample_key is not None:
         val.check_labels(adata, sample_key, "sample column")
@@ -391,7 +391,7 @@ def niche_adjacency(adata: Any, groupby: str = "scNiche", sample_key: Optional[s
     else:
         raise ValueError(f"use_graph must be None, True or an adata.obsp key, got {use_graph!r}.")
     if graph_key is None:
-        coords = val.spatial_coordinates(adata, spatial_key)
+        coords = val.spatial_coordinates(adata, spatial_key, source)
     else:
         val.check_obsp_graph(adata, graph_key)
         if adata.obsp[graph_key].shape != (adata.n_obs, adata.n_obs):

@@ -81,9 +81,9 @@ def niches(adata: Any, groupby: str = "scNiche", sample_key: Optional[str] = Non
     >>> fig = sj.pl.niches(adata)
     >>> fig.savefig("niches.png", dpi=120)  # doctest: +SKIP
     """
-    adata = resolve_table(adata, table_key)
+    source, adata = adata, resolve_table(adata, table_key)
     val.check_obs_key(adata, groupby, "niche column")
-    coords = val.spatial_coordinates(adata, spatial_key)
+    coords = val.spatial_coordinates(adata, spatial_key, source)
     if sample_key is not None:
         val.check_obs_key(adata, sample_key, "sample column")
         column = adata.obs[sample_key]
