@@ -106,8 +106,8 @@ def check_enough_cells(n_cells: int, k: int, what: str) -> None:
     """kNN with ``k`` neighbours plus the cell itself needs at least ``k + 1`` cells."""
     if n_cells < 2:
         raise ValueError(
-            f"{what} has {n_cells} cell{'s' if n_cells != 1 else ''}; spatial neighbourhoods need at least "
-            f"{what_k(k)}. Drop it (or merge it with another slice) before preprocessing.")
+            f"{what} has {n_cells} cell{'s' if n_cells != 1 else ''}; spatial neighbourhoods of k = {k} neighbours "
+            f"need at least {k + 1} cells. Drop it (or merge it with another slice) before preprocessing.")
     if n_cells < k + 1:
         raise ValueError(
             f"{what} has {n_cells} cells, fewer than {what_k(k)}; lower the neighbour count to at most "
