@@ -1,38 +1,58 @@
-"""Two MERFISH slices of the mouse hypothalamus, preprocessed per slice and trained in batches.
+"""Several slices, preprocessed per slice and trained in batches.
 
-Moffitt et al., Science 2018 (data: Dryad, CC0). The file is not bundled (3.3 MB):
-    python examples/multi_slice.py --h5ad ../shared/data/merfish_hypothalamus_2slices.h5ad --out merfish_run
-X is already normalised and log1p-transformed in that file.
+On your own data (X log-normalised, a cell-type column, a slice column, obsm['spatial']):
+    python examples/multi_slice.py --h5ad my_slices.h5ad --celltype-key Cell_type --sample-key slice \\
+        --niches 8 --out my_run
+Without --h5ad it runs on a synthetic tissue cut into two slices (sj.datasets.synthetic), so
+it works as it comes. A public two-slice set to try: the MERFISH hypothalamus of Moffitt et
+al., Science 2018 (Dryad, CC0).
 """
 import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
 import scniche_jax as sj
+
+
+def two_synthetic_slices(n_cells: int = 3000, n_niches: int = 6, seed: int = 0):
+    """One synthetic tissue cut at its median x into two slices, 'left' and 'right'."""
+    adata = sj.datasets.synthetic(n_cells=n_cells, n_niches=n_niches, n_cell_types=10, n_genes=40, seed=seed)
+    x = adata.obsm["spatial"][:, 0]
+    adata.obs["slice"] = np.where(x < np.median(x), "left", "right")
+    adata.obs["slice"] = adata.obs["slice"].astype("category")
+    return adata
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--h5ad", default="../shared/data/merfish_hypothalamus_2slices.h5ad")
-    parser.add_argument("--out", default="merfish_run")
+    parser.add_argument("--h5ad", default=None,
+                        help="your .h5ad (X log-normalised); default: a synthetic two-slice set")
+    parser.add_argument("--celltype-key", default="Cell_type", help="obs column of cell types")
+    parser.add_argument("--sample-key", default="slice", help="obs column naming each cell's slice")
+    parser.add_argument("--out", default="multi_slice_run")
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--batch-num", default="4", help="number of batches or 'auto'")
-    parser.add_argument("--niches", type=int, default=8)
+    parser.add_argument("--niches", type=int, default=6)
     args = parser.parse_args()
 
-    import anndata as ad
+    if args.h5ad is None:
+        adata = two_synthetic_slices(n_niches=args.niches)
+    else:
+        import anndata as ad
 
-    adata = ad.read_h5ad(args.h5ad)
-    adata = sj.pp.process_multi_slices(adata, celltype_key="Cell_type", sample_key="slice", n_neighbors=20,
-                                       is_pca=True, n_comps=20)
+        adata = ad.read_h5ad(args.h5ad)
+    adata = sj.pp.process_multi_slices(adata, celltype_key=args.celltype_key, sample_key=args.sample_key,
+                                       n_neighbors=20, is_pca=True, n_comps=20)
     batch_num = args.batch_num if args.batch_num == "auto" else int(args.batch_num)
     model = sj.fit(adata, batch_num=batch_num, epochs=args.epochs, ari_every=5, ari_k=args.niches,
                    ari_stop_threshold=0.95)
     sj.tl.clustering(adata, n_niches=args.niches)
     out = model.save(Path(args.out), adata=adata, overwrite=True)
     try:
-        sj.pl.niches(adata, sample_key="slice").savefig(out / "niches.png", dpi=120)
-        sj.pl.composition(adata, key="Cell_type").figure.savefig(out / "composition.png", dpi=120)
+        sj.pl.niches(adata, sample_key=args.sample_key, save=out / "niches.png")
+        sj.pl.composition(adata, key=args.celltype_key, save=out / "composition.png")
     except ImportError as err:
         print(f"plots skipped: {err}")
     print(json.dumps({"cells": adata.n_obs, "batch_size": model.data_shape.batch_size,

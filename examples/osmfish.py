@@ -3,7 +3,7 @@
 Run: python examples/osmfish.py [--epochs 100] [--batch-num 4] [--seed 0] [--out FOLDER]
                                 [--variant reference|improved] [--overwrite]
 ``--variant improved`` trains the improved model and clusters its embedding with the variant's
-spatial prior (README, *Niche quality*).
+spatial prior (docs/benchmarks.md, *Niche quality*).
 Writes the model folder and, with matplotlib installed, niches.png, regions.png (the annotated
 regions the ARI is measured against), composition.png and history.png into --out (default
 ``osmfish_<variant>``, so the two variants' runs sit side by side); an existing non-empty
