@@ -18,7 +18,8 @@ import numpy as np
 
 from .config import OptimizerConfig, StoppingConfig
 from .history import LOSS_NAMES, EarlyStop, History
-from .optimizer import Plateau, plateau_update, with_learning_rate
+from .optimizer import (ReduceLROnPlateauState, plateau_floor, plateau_lr, plateau_start, plateau_update,
+                        with_learning_rate)
 from .parallel import Placement
 from .pipeline import GraphBatch
 from .progress import progress_bar
@@ -33,14 +34,15 @@ class LoopState:
     """What the host loop carries between epochs and between ``train`` calls.
 
     Attributes:
-      plateau: the LR schedule's state; its ``lr`` is the next epoch's learning rate.
+      plateau: the LR schedule's state (``optax.contrib.reduce_on_plateau``'s); its ``scale`` is
+        the next epoch's learning rate.
       history: every epoch's records so far.
       loss_stop: best loss, its epoch, epochs since it improved (patience counts across calls).
       ari_stop: the last probe's labels and the streak of probes above the threshold.
       best_params: the parameters of the best-loss epoch (None before any epoch).
     """
 
-    plateau: Plateau
+    plateau: ReduceLROnPlateauState
     history: History = field(default_factory=History)
     loss_stop: LossStop = field(default_factory=LossStop)
     ari_stop: AriStop = field(default_factory=AriStop)
@@ -49,7 +51,7 @@ class LoopState:
     @classmethod
     def start(cls, lr: float) -> "LoopState":
         """The state before the first epoch, at learning rate ``lr``."""
-        return cls(plateau=Plateau(float(lr)))
+        return cls(plateau=plateau_start(float(lr)))
 
     @property
     def epochs_run(self) -> int:
@@ -90,7 +92,9 @@ def run_training(state: TrainState, batches: GraphBatch, placement: Placement, s
     end_epoch = start_epoch + stopping.epochs
     plateau, loss_stop, ari_stop = loop.plateau, loop.loss_stop, loop.ari_stop
     best_params = state.params if loop.best_params is None else loop.best_params
-    lr_now = plateau.lr
+    lr_now = plateau_lr(plateau)
+    # PyTorch's eps rule as optax's min_scale, for the cuts this call can make (one an epoch at most).
+    min_scale = plateau_floor(lr_now, optimizer.lr_factor, optimizer.min_lr, max_cuts=stopping.epochs)
     state = state._replace(opt_state=with_learning_rate(state.opt_state, lr_now))
     state = placement.put_state(state)
 
@@ -103,8 +107,8 @@ def run_training(state: TrainState, batches: GraphBatch, placement: Placement, s
                        total=stopping.epochs)
     try:
         for epoch in bar:
-            if plateau.lr != lr_now:
-                lr_now = plateau.lr
+            if plateau_lr(plateau) != lr_now:
+                lr_now = plateau_lr(plateau)
                 state = state._replace(opt_state=placement.put_state(with_learning_rate(state.opt_state, lr_now)))
             previous = state
             state, losses = placement.train_epoch(state, batches, jax.random.fold_in(key, epoch), settings)
@@ -121,7 +125,7 @@ def run_training(state: TrainState, batches: GraphBatch, placement: Placement, s
                                                          stopping.patience, stopping.min_delta)
             if improved:
                 best_params = state.params
-            plateau = plateau_update(plateau, epoch_losses["total"], optimizer)
+            plateau = plateau_update(plateau, epoch_losses["total"], optimizer, min_scale)
             if stopping.ari_every is not None and epochs_run % stopping.ari_every == 0:
                 started = time.perf_counter()
                 labels = probe_labels(embed(state.params), stopping.ari_k, seed=probe_seed)

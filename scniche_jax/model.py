@@ -30,7 +30,7 @@ from .improved import finish_embedding, improved_views
 from .loop import LoopState, run_training
 from .memory import check_memory
 from .networks import GraphFusionNetwork
-from .optimizer import Plateau, make_optimizer
+from .optimizer import make_optimizer, plateau_from_saved, plateau_to_dict
 from .parallel import Placement
 from .pipeline import (GraphBatch, batch_at, build_host_batches, embedding_batches, plan_batches,
                        resolve_batch_num)
@@ -542,7 +542,7 @@ class Model:
         training = data.get("training") or {}
         history = History.from_dict({"loss": {"total": training.get("loss", [])}, "lr": training.get("lr", []),
                                      "ari": training.get("ari", []), "early_stop": training.get("early_stop")})
-        model._loop = LoopState(Plateau(history.lr[-1] if history.lr else OptimizerConfig().lr), history)
+        model._loop = replace(LoopState.start(history.lr[-1] if history.lr else OptimizerConfig().lr), history=history)
         return model
 
     # --- save and load --------------------------------------------------------------------
@@ -572,7 +572,7 @@ class Model:
     def _meta(loop: Optional[LoopState]) -> dict[str, Any]:
         if loop is None:
             return {"history": History().to_dict()}
-        return {"history": loop.history.to_dict(), "plateau": list(loop.plateau),
+        return {"history": loop.history.to_dict(), "plateau": plateau_to_dict(loop.plateau),
                 "loss_stop": list(loop.loss_stop), "ari_streak": loop.ari_stop.streak}
 
     def _save_checkpoint(self, directory: Path, state: TrainState, loop: LoopState) -> None:
@@ -670,11 +670,12 @@ class Model:
         history = History.from_dict(meta["history"])
         if "plateau" in meta:
             labels = state.get("ari_labels")
-            model._loop = LoopState(Plateau(*meta["plateau"]), history, LossStop(*meta["loss_stop"]),
+            model._loop = LoopState(plateau_from_saved(meta["plateau"]), history, LossStop(*meta["loss_stop"]),
                                     AriStop(None if labels is None else np.asarray(labels), int(meta["ari_streak"])),
                                     state.get("best_params"))
         else:
-            model._loop = LoopState(Plateau(model.optimizer_config.lr if model.optimizer_config else 0.01), history)
+            model._loop = replace(LoopState.start(model.optimizer_config.lr if model.optimizer_config else 0.01),
+                                  history=history)
         return model
 
     @classmethod

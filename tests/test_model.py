@@ -7,7 +7,7 @@ import scniche_jax as sj
 from conftest import synthetic_views
 from scniche_jax import loop as loop_module
 from scniche_jax.model import read_views
-from scniche_jax.optimizer import Plateau, with_learning_rate
+from scniche_jax.optimizer import plateau_lr, with_learning_rate
 from scniche_jax.pipeline import batch_at, build_host_batches, plan_batches
 from scniche_jax.step import StepSettings, init_state, train_epoch
 
@@ -38,6 +38,26 @@ def test_training_again_continues_exactly(small, batch_num):
     np.testing.assert_allclose(model.embed(twice), once.obsm["X_scniche"], atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("batch_num", [None, 3])
+def test_continuation_is_exact_across_lr_cuts(small, batch_num):
+    """fit(10) + train(10) == fit(20) bit for bit with the plateau schedule on and cutting in both halves."""
+    kw = dict(progress=False, precision="fp32", restore_best=False, lr_patience=0, lr_factor=0.5, min_lr=0.0,
+              batch_num=batch_num)
+    straight = sj.fit(small.copy(), n_neighbors=10, epochs=20, **kw)
+    twice = small.copy()
+    model = sj.fit(twice, n_neighbors=10, epochs=10, **kw)
+    first_half = list(model.history.lr)
+    model.train(twice, epochs=10, **kw)
+    lrs = straight.history.lr
+    assert len(set(lrs[:10])) > 1 and len(set(lrs[9:])) > 1, lrs  # cuts in the first call and the second
+    assert first_half == lrs[:10] and model.history.lr == lrs
+    assert model.history.loss == straight.history.loss
+    for a, b in zip(model._loop.plateau, straight._loop.plateau):
+        assert np.asarray(a).dtype == np.asarray(b).dtype and np.asarray(a) == np.asarray(b)
+    assert _max_abs(model.params, straight.params) == 0.0
+    assert _max_abs(model.opt_state, straight.opt_state) == 0.0
+
+
 def test_the_lr_schedule_and_stopping_continue(small):
     kw = dict(progress=False, precision="fp32", lr_patience=0, ari_every=2, ari_k=3)
     straight = sj.fit(small.copy(), n_neighbors=10, epochs=12, **kw)
@@ -58,7 +78,7 @@ def test_a_different_lr_restarts_the_schedule(small):
 
 def test_lr_cuts_reach_the_optimizer(small, monkeypatch):
     """Each epoch's parameters equal a hand-driven run of the compiled epoch at the halved LR."""
-    halve = lambda plateau, loss, config: Plateau(plateau.lr / 2, loss, 0)
+    halve = lambda plateau, loss, config, min_scale=None: plateau._replace(scale=plateau_lr(plateau) / 2)
     monkeypatch.setattr(loop_module, "plateau_update", halve)
     model = sj.Model(n_neighbors=10, dropout=0.0, seed=4)
     model.train(small, epochs=3, **EXACT)

@@ -5,6 +5,7 @@ import pickle
 import zipfile
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -232,6 +233,32 @@ def test_resume_equals_an_uninterrupted_run(n256, tmp_path):
         sj.fit(n256.copy(), epochs=20, hidden_size=(16, 10), checkpoint_dir=str(tmp_path / "ck"), resume=True, **kw)
     with pytest.raises(ValueError, match="checkpoint_dir"):
         sj.fit(n256.copy(), epochs=2, resume=True, progress=False)
+
+
+def _same_plateau(a, b):
+    return all(np.asarray(x).dtype == np.asarray(y).dtype and np.asarray(x) == np.asarray(y) for x, y in zip(a, b))
+
+
+def test_saved_lr_schedule_round_trips_and_old_saves_load(n256, tmp_path, monkeypatch):
+    """The optax plateau state survives save/load bit for bit; an older save's ``[lr, best,
+    num_bad_epochs]`` list loads into it; both continue as the uninterrupted run."""
+    kw = dict(precision="fp32", progress=False, lr_patience=0, restore_best=False)
+    model = sj.fit(n256.copy(), epochs=6, seed=5, **kw)
+    assert len(set(model.history.lr)) > 1  # the LR was cut before saving
+    loaded = sj.load(model.save(tmp_path / "new", torch_format=False))
+    assert _same_plateau(loaded._loop.plateau, model._loop.plateau)
+    monkeypatch.setattr(model_module, "plateau_to_dict",
+                        lambda pl: [float(pl.scale), float(pl.best_value), int(pl.plateau_count)])
+    old = sj.load(model.save(tmp_path / "old", torch_format=False))
+    monkeypatch.undo()
+    assert _same_plateau(old._loop.plateau, model._loop.plateau)
+    straight = sj.fit(n256.copy(), epochs=10, seed=5, **kw)
+    for m in (loaded, old):
+        m.train(n256.copy(), epochs=4, **kw)
+        assert m.history.lr == straight.history.lr and m.history.loss == straight.history.loss
+        assert _same_plateau(m._loop.plateau, straight._loop.plateau)
+        for x, y in zip(jax.tree_util.tree_leaves(m.params), jax.tree_util.tree_leaves(straight.params)):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def test_embed_new_data(trained):
