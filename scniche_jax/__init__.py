@@ -6,6 +6,8 @@ The public names are imported on first use, so ``import scniche_jax.cli`` (and
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from importlib.metadata import PackageNotFoundError, version as _version
 from typing import Any
 
@@ -37,3 +39,20 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """The package module, whose ``fit`` stays the function when the submodule of that name loads.
+
+    Importing ``scniche_jax.fit`` (``import scniche_jax.fit``, ``from scniche_jax.fit import fit``)
+    would otherwise bind the submodule as ``scniche_jax.fit`` and make ``sj.fit(...)`` fail with
+    "'module' object is not callable". The submodule stays in ``sys.modules``.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _NAMES and isinstance(value, types.ModuleType) and value.__name__ == f"{__name__}.{name}":
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
