@@ -3,8 +3,8 @@
 On your own data (X log-normalised, a cell-type column, a slice column, obsm['spatial']):
     python examples/multi_slice.py --h5ad my_slices.h5ad --celltype-key Cell_type --sample-key slice \\
         --niches 8 --out my_run
-Without --h5ad it runs on a synthetic tissue cut into two slices (sj.datasets.synthetic), so
-it works as it comes. A public two-slice set to try: the MERFISH hypothalamus of Moffitt et
+Without --h5ad it runs on a synthetic tissue (sj.datasets.synthetic) dealt into two interleaved
+sections, like two neighbouring serial sections, so it works as it comes. A public two-slice set to try: the MERFISH hypothalamus of Moffitt et
 al., Science 2018 (Dryad, CC0).
 """
 import argparse
@@ -12,16 +12,16 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 import scniche_jax as sj
 
 
 def two_synthetic_slices(n_cells: int = 3000, n_niches: int = 6, seed: int = 0):
-    """One synthetic tissue cut at its median x into two slices, 'left' and 'right'."""
+    """One synthetic tissue whose cells are dealt at random into two sections, obs['slice']."""
     adata = sj.datasets.synthetic(n_cells=n_cells, n_niches=n_niches, n_cell_types=10, n_genes=40, seed=seed)
-    x = adata.obsm["spatial"][:, 0]
-    adata.obs["slice"] = np.where(x < np.median(x), "left", "right")
-    adata.obs["slice"] = adata.obs["slice"].astype("category")
+    every_other = np.random.default_rng(seed).random(adata.n_obs) < 0.5
+    adata.obs["slice"] = pd.Categorical(np.where(every_other, "section1", "section2"))
     return adata
 
 
